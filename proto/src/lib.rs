@@ -7,6 +7,7 @@
 //! - [`lines`]: reading newline-delimited frames with a hard size cap.
 //! - [`exchange`]: drives the handshake over any async byte stream, under a deadline.
 //! - [`setup`]: X11 connection-setup requests in both byte orders; auth rewriting; `Failed` replies.
+//! - [`stream`]: the boxed byte-stream type every transport becomes.
 //! - [`xauthority`]: reading and writing Xauthority files.
 //!
 //! The parsing core does no I/O; only [`exchange`] and [`setup::read_setup_request`] touch streams.
@@ -17,6 +18,7 @@ pub mod handshake;
 pub mod keyfile;
 pub mod lines;
 pub mod setup;
+pub mod stream;
 pub mod xauthority;
 
 pub use endpoint::Endpoint;
