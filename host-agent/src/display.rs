@@ -37,8 +37,8 @@ pub enum DisplayError {
     NoDisplay,
     #[error("cannot parse host display `{display}`: {reason}")]
     Parse { display: String, reason: String },
-    #[error("cannot connect to host display {display}: {source} — is the X server running, and is DISPLAY right?")]
-    Connect { display: String, source: io::Error },
+    #[error("cannot connect to host display {display}: {cause} — is the X server running, and is DISPLAY right?")]
+    Connect { display: String, cause: io::Error },
     #[error("cannot open the control connection to host display {display}: {reason} — check DISPLAY and XAUTHORITY (or --xauthority)")]
     Control { display: String, reason: String },
     #[error("host display {display} has no SECURITY extension, so an untrusted authorization cannot be minted; run host-agent with --trust trusted to give guests full access instead")]
@@ -111,7 +111,7 @@ impl HostDisplay {
         }
         Err(DisplayError::Connect {
             display: self.name.clone(),
-            source: last,
+            cause: last,
         })
     }
 

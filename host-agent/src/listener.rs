@@ -18,10 +18,10 @@ use crate::vsock::VsockListener;
 pub enum ListenError {
     #[error("refusing to listen on {endpoint}: it is reachable from other machines; pass --allow-remote if that is really wanted (a slirp or QEMU guest reaches tcp:127.0.0.1 already)")]
     Remote { endpoint: Endpoint },
-    #[error("cannot listen on {endpoint}: {source}{hint}")]
+    #[error("cannot listen on {endpoint}: {cause}{hint}")]
     Bind {
         endpoint: Endpoint,
-        source: io::Error,
+        cause: io::Error,
         hint: &'static str,
     },
     #[error("`stdio` is not a listening address; run `host-agent stdio` for one connection on stdin/stdout")]
@@ -59,7 +59,7 @@ impl Listener {
             };
             ListenError::Bind {
                 endpoint: endpoint.clone(),
-                source,
+                cause: source,
                 hint,
             }
         };

@@ -26,11 +26,11 @@ impl fmt::Debug for Key {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// The file could not be read or written.
-    #[error("cannot {action} key file {path}: {source}")]
+    #[error("cannot {action} key file {path}: {cause}")]
     Io {
         action: &'static str,
         path: PathBuf,
-        source: io::Error,
+        cause: io::Error,
     },
     /// Group or others may read or write the file.
     #[error("key file {path} is accessible by group or others (mode {mode:04o}); it must be private: run `chmod 600 {path}`")]
@@ -82,7 +82,7 @@ impl Key {
         let io_err = |source| KeyError::Io {
             action: "read",
             path: path.to_owned(),
-            source,
+            cause: source,
         };
         let meta = fs::metadata(path).map_err(io_err)?;
         let mode = meta.permissions().mode() & 0o7777;
@@ -104,7 +104,7 @@ impl Key {
         let io_err = |source| KeyError::Io {
             action: "create",
             path: path.to_owned(),
-            source,
+            cause: source,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             if !dir.exists() {
