@@ -282,3 +282,58 @@ pub unsafe fn file_from_fd(fd: i32) -> std::fs::File {
     // SAFETY: forwarded to the caller.
     unsafe { std::fs::File::from_raw_fd(fd) }
 }
+
+/// A display number for servers started with an explicit `:N`: high enough to stay clear of
+/// the ones Xvfb picks from 0 upward, unique within this test process.
+pub fn free_display() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 300 + (std::process::id() % 50) as u16 * 4;
+    loop {
+        let n = base + NEXT.fetch_add(1, Ordering::Relaxed);
+        let in_use = Path::new(&format!("/tmp/.X{n}-lock")).exists() || Path::new(&format!("/tmp/.X11-unix/X{n}")).exists();
+        if !in_use {
+            return n;
+        }
+    }
+}
+
+/// A guest's `xwrap.toml` and everything it points at.
+#[derive(Debug)]
+pub struct GuestConfig {
+    pub path: PathBuf,
+    pub log: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl GuestConfig {
+    /// Writes a config for an agent endpoint and key file; `extra` is appended TOML.
+    pub fn new(endpoint: &str, key_file: &Path, extra: &str) -> GuestConfig {
+        let dir = tempdir();
+        let log = dir.path().join("xwrap.log");
+        let path = dir.path().join("xwrap.toml");
+        let text = format!(
+            "agent = \"{endpoint}\"\nkey_file = \"{}\"\nlog_file = \"{}\"\nscreen = \"640x480\"\nagent_wait_s = 20\n{extra}\n",
+            key_file.display(),
+            log.display()
+        );
+        std::fs::write(&path, text).expect("write xwrap.toml");
+        GuestConfig { path, log, dir }
+    }
+
+    pub fn for_agent(agent: &Agent, extra: &str) -> GuestConfig {
+        Self::new(&agent.endpoint(), &agent.key_path, extra)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A display manager's `-auth` file with a fresh cookie; returns its path and cookie.
+    pub fn dm_auth(&self) -> (PathBuf, Vec<u8>) {
+        let path = self.dir.path().join("dm.auth");
+        let cookie = xbridge_proto::random_bytes::<16>().to_vec();
+        write_wild_cookie(&path, &cookie);
+        (path, cookie)
+    }
+}
