@@ -145,8 +145,13 @@ pub async fn run(config: Config, dm: DmArgs, parent_wants_usr1: bool) -> anyhow:
     let deadline = tokio::time::sleep(Duration::from_secs(config.ready_timeout_s));
     tokio::pin!(deadline);
     let mut poll_every = Duration::from_millis(5);
+    let terminates_when_idle = dm.passthrough.iter().any(|a| a == "-terminate");
     let ready_number = loop {
         if let Some(n) = number {
+            if terminates_when_idle {
+                // A probe would be its last client and end it; -displayfd is its own word.
+                break n;
+            }
             let cookie = readiness::client_cookie(dm.auth.as_deref(), n).with_context(|| "cannot read the display manager's -auth file".to_string())?;
             let probed = tokio::task::spawn_blocking(move || readiness::probe(n, cookie.as_deref())).await?;
             match probed {
@@ -189,6 +194,15 @@ pub async fn run(config: Config, dm: DmArgs, parent_wants_usr1: bool) -> anyhow:
         child_signalled = tokio::time::timeout(Duration::from_millis(200), usr1.recv()).await.is_ok();
         tracing::debug!(child_signalled, "initial SIGUSR1 from the nested server");
     }
+    if resets_when_idle(&dm) {
+        // Our probe was the server's only client, so its departure started a reset; the
+        // server is ready again when it says so. Announcing earlier would send the greeter
+        // into the middle of that reset.
+        match tokio::time::timeout(Duration::from_secs(config.ready_timeout_s), usr1.recv()).await {
+            Ok(_) => tracing::debug!("nested server reset after the readiness probe"),
+            Err(_) => tracing::warn!("no reset signal after the readiness probe; announcing anyway"),
+        }
+    }
     if parent_wants_usr1 {
         readiness::signal_parent();
     }
@@ -217,6 +231,12 @@ pub async fn run(config: Config, dm: DmArgs, parent_wants_usr1: bool) -> anyhow:
     // The last reference: removes the private Xauthority directory before we exit.
     drop(proxy);
     child::mirror_exit(status)
+}
+
+/// Whether the nested server resets when its last client leaves (X's default; display
+/// managers pass `-noreset` to prevent it).
+fn resets_when_idle(dm: &DmArgs) -> bool {
+    !dm.passthrough.iter().any(|a| a == "-noreset" || a == "-terminate")
 }
 
 /// The next signal to pass on to the nested server.
