@@ -14,9 +14,15 @@ use xbridge_proto::{Endpoint, Key, Welcome};
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error("cannot reach host agent at {endpoint}: {cause} — is host-agent running on the host, and is `agent` in xwrap.toml right?")]
-    Connect { endpoint: Endpoint, cause: io::Error },
+    Connect {
+        endpoint: Endpoint,
+        cause: io::Error,
+    },
     #[error("handshake with host agent at {endpoint} failed: {error}")]
-    Handshake { endpoint: Endpoint, error: HandshakeError },
+    Handshake {
+        endpoint: Endpoint,
+        error: HandshakeError,
+    },
 }
 
 impl AgentError {
@@ -25,7 +31,10 @@ impl AgentError {
     pub fn is_transient(&self) -> bool {
         match self {
             AgentError::Connect { .. } => true,
-            AgentError::Handshake { error, .. } => !matches!(error.code(), Some(RefuseCode::BadProof | RefuseCode::Version | RefuseCode::Malformed)),
+            AgentError::Handshake { error, .. } => !matches!(
+                error.code(),
+                Some(RefuseCode::BadProof | RefuseCode::Version | RefuseCode::Malformed)
+            ),
         }
     }
 }
@@ -40,16 +49,24 @@ pub async fn connect(endpoint: &Endpoint) -> io::Result<BoxStream> {
         }
         Endpoint::Unix(path) => Ok(Box::new(UnixStream::connect(path).await?)),
         Endpoint::Vsock { cid, port } => Ok(Box::new(connect_vsock(*cid, *port)?)),
-        Endpoint::Stdio => Err(io::Error::new(io::ErrorKind::InvalidInput, "stdio is an agent-side mode; the guest dials tcp, unix or vsock")),
+        Endpoint::Stdio => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "stdio is an agent-side mode; the guest dials tcp, unix or vsock",
+        )),
     }
 }
 
 /// Connects and authenticates. Returns the stream, the welcome, and any X11 bytes already read.
-pub async fn open(endpoint: &Endpoint, key: &Key) -> Result<(BoxStream, Welcome, Vec<u8>), AgentError> {
-    let mut stream = connect(endpoint).await.map_err(|source| AgentError::Connect {
-        endpoint: endpoint.clone(),
-        cause: source,
-    })?;
+pub async fn open(
+    endpoint: &Endpoint,
+    key: &Key,
+) -> Result<(BoxStream, Welcome, Vec<u8>), AgentError> {
+    let mut stream = connect(endpoint)
+        .await
+        .map_err(|source| AgentError::Connect {
+            endpoint: endpoint.clone(),
+            cause: source,
+        })?;
     let software = concat!("guest-xwrap ", env!("CARGO_PKG_VERSION"));
     let (welcome, leftover) = guest_handshake(&mut stream, key, software, HANDSHAKE_DEADLINE)
         .await
@@ -62,7 +79,11 @@ pub async fn open(endpoint: &Endpoint, key: &Key) -> Result<(BoxStream, Welcome,
 
 /// Handshakes once to learn the host's facts, retrying transient failures with backoff until
 /// `wait` has passed. Each attempt is logged.
-pub async fn wait_for_agent(endpoint: &Endpoint, key: &Key, wait: Duration) -> Result<Welcome, AgentError> {
+pub async fn wait_for_agent(
+    endpoint: &Endpoint,
+    key: &Key,
+    wait: Duration,
+) -> Result<Welcome, AgentError> {
     let start = Instant::now();
     let mut backoff = Duration::from_millis(100);
     for attempt in 1.. {
@@ -97,7 +118,13 @@ fn connect_vsock(cid: u32, port: u32) -> io::Result<UnixStream> {
     addr.svm_port = port;
     // SAFETY: addr is a valid sockaddr_vm of the given size. A blocking connect is fine here:
     // vsock connects complete or fail promptly.
-    let rc = unsafe { libc::connect(fd.as_raw_fd(), (&addr as *const libc::sockaddr_vm).cast(), std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t) };
+    let rc = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_vm).cast(),
+            std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
+        )
+    };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -28,7 +28,15 @@ pub struct DmArgs {
 }
 
 /// Xorg options with one value that nested servers reject.
-const DROP_WITH_VALUE: &[&str] = &["-logverbose", "-logfile", "-config", "-masterfd", "-layout", "-configdir", "-modulepath"];
+const DROP_WITH_VALUE: &[&str] = &[
+    "-logverbose",
+    "-logfile",
+    "-config",
+    "-masterfd",
+    "-layout",
+    "-configdir",
+    "-modulepath",
+];
 /// Xorg options without a value that nested servers reject.
 const DROP_ALONE: &[&str] = &["-keeptty", "-novtswitch", "-sharevts"];
 
@@ -37,10 +45,21 @@ pub fn translate(args: &[String]) -> Result<DmArgs, String> {
     let mut out = DmArgs::default();
     let mut it = args.iter().peekable();
     while let Some(arg) = it.next() {
-        let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
         match arg.as_str() {
             a if a.starts_with(':') => {
-                out.display = Some(a[1..].split('.').next().unwrap_or("").parse().map_err(|_| format!("`{a}` is not a display like :0"))?);
+                out.display = Some(
+                    a[1..]
+                        .split('.')
+                        .next()
+                        .unwrap_or("")
+                        .parse()
+                        .map_err(|_| format!("`{a}` is not a display like :0"))?,
+                );
             }
             "-auth" => {
                 let path = value("-auth")?;
@@ -49,7 +68,10 @@ pub fn translate(args: &[String]) -> Result<DmArgs, String> {
             }
             "-displayfd" => {
                 let fd = value("-displayfd")?;
-                out.displayfd = Some(fd.parse().map_err(|_| format!("-displayfd `{fd}` is not a file descriptor number"))?);
+                out.displayfd =
+                    Some(fd.parse().map_err(|_| {
+                        format!("-displayfd `{fd}` is not a file descriptor number")
+                    })?);
             }
             "-verbose" => {
                 // The level is optional.
@@ -63,7 +85,12 @@ pub fn translate(args: &[String]) -> Result<DmArgs, String> {
                 out.dropped.extend([arg.clone(), v]);
             }
             a if DROP_ALONE.contains(&a) => out.dropped.push(arg.clone()),
-            a if a.len() > 2 && a.starts_with("vt") && a[2..].bytes().all(|b| b.is_ascii_digit()) => out.dropped.push(arg.clone()),
+            a if a.len() > 2
+                && a.starts_with("vt")
+                && a[2..].bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                out.dropped.push(arg.clone())
+            }
             _ => out.passthrough.push(arg.clone()),
         }
     }
@@ -82,7 +109,14 @@ pub struct Look {
 }
 
 /// The nested server's argv (without the program name).
-pub fn nested_argv(flavor: Flavor, display: Option<u16>, dm: &DmArgs, look: &Look, displayfd: RawFd, extra: &[String]) -> Vec<String> {
+pub fn nested_argv(
+    flavor: Flavor,
+    display: Option<u16>,
+    dm: &DmArgs,
+    look: &Look,
+    displayfd: RawFd,
+    extra: &[String],
+) -> Vec<String> {
     let mut argv = Vec::new();
     if let Some(n) = display {
         argv.push(format!(":{n}"));
@@ -128,10 +162,12 @@ mod tests {
         s.split_whitespace().map(String::from).collect()
     }
 
+    /// (who, argv, display, auth, displayfd, passthrough, dropped)
+    type Case = (&'static str, &'static str, Option<u16>, Option<&'static str>, Option<RawFd>, &'static str, &'static str);
+
     #[test]
     fn display_managers() {
-        // (who, argv, display, auth, displayfd, passthrough, dropped)
-        let cases: &[(&str, &str, Option<u16>, Option<&str>, Option<RawFd>, &str, &str)] = &[
+        let cases: &[Case] = &[
             ("GDM 2.20", ":0 -auth /var/lib/gdm/:0.Xauth -nolisten tcp vt7", Some(0), Some("/var/lib/gdm/:0.Xauth"), None, "-auth /var/lib/gdm/:0.Xauth -nolisten tcp", "vt7"),
             ("gdm-x-session", "vt1 -displayfd 3 -auth /run/user/120/gdm/Xauthority -nolisten tcp -background none -noreset -keeptty -novtswitch -verbose 3", None, Some("/run/user/120/gdm/Xauthority"), Some(3), "-auth /run/user/120/gdm/Xauthority -nolisten tcp -background none -noreset", "vt1 -keeptty -novtswitch -verbose 3"),
             ("GDM 43 legacy", "-background none -noreset -verbose 3 :1 -auth /a -seat seat0 -nolisten tcp vt2", Some(1), Some("/a"), None, "-background none -noreset -auth /a -seat seat0 -nolisten tcp", "-verbose 3 vt2"),
@@ -154,19 +190,45 @@ mod tests {
     #[test]
     fn bad_arguments_are_explained() {
         assert!(translate(&argv(":x")).unwrap_err().contains(":x"));
-        assert!(translate(&argv("-auth")).unwrap_err().contains("-auth needs a value"));
-        assert!(translate(&argv("-displayfd three")).unwrap_err().contains("three"));
+        assert!(translate(&argv("-auth"))
+            .unwrap_err()
+            .contains("-auth needs a value"));
+        assert!(translate(&argv("-displayfd three"))
+            .unwrap_err()
+            .contains("three"));
     }
 
     #[test]
     fn nested_arguments_per_flavor() {
         let dm = translate(&argv(":3 -auth /a vt7")).unwrap();
-        let look = Look { size: Some((800, 600)), title: "guest :3".into(), fullscreen: false, resizeable: true, keymap: None };
+        let look = Look {
+            size: Some((800, 600)),
+            title: "guest :3".into(),
+            fullscreen: false,
+            resizeable: true,
+            keymap: None,
+        };
         assert_eq!(
             nested_argv(Flavor::Xephyr, Some(3), &dm, &look, 9, &[]),
-            argv(":3 -auth /a -displayfd 9 -screen 800x600 -title").into_iter().chain(["guest :3".into(), "-resizeable".into()]).collect::<Vec<_>>()
+            argv(":3 -auth /a -displayfd 9 -screen 800x600 -title")
+                .into_iter()
+                .chain(["guest :3".into(), "-resizeable".into()])
+                .collect::<Vec<_>>()
         );
         let xnest = nested_argv(Flavor::Xnest, None, &dm, &look, 9, &["-br".into()]);
-        assert_eq!(xnest, ["-auth", "/a", "-displayfd", "9", "-geometry", "800x600", "-name", "guest :3", "-br"]);
+        assert_eq!(
+            xnest,
+            [
+                "-auth",
+                "/a",
+                "-displayfd",
+                "9",
+                "-geometry",
+                "800x600",
+                "-name",
+                "guest :3",
+                "-br"
+            ]
+        );
     }
 }

@@ -21,9 +21,19 @@ fn line(ok: bool, step: &str, detail: &str) -> bool {
 pub async fn run(explicit_config: Option<&Path>) -> bool {
     let (config, path) = match Config::load(explicit_config) {
         Ok(found) => found,
-        Err(e) => return line(false, "config", &format!("{e} — fix the file, see xwrap.toml(5) or /usr/share/doc/xbridge-guest")),
+        Err(e) => {
+            return line(
+                false,
+                "config",
+                &format!("{e} — fix the file, see xwrap.toml(5) or /usr/share/doc/xbridge-guest"),
+            )
+        }
     };
-    line(true, "config", &format!("{} (agent = {})", path.display(), config.agent));
+    line(
+        true,
+        "config",
+        &format!("{} (agent = {})", path.display(), config.agent),
+    );
     let mut all = true;
     let key = match Key::load(&config.key_file) {
         Ok(key) => {
@@ -31,7 +41,11 @@ pub async fn run(explicit_config: Option<&Path>) -> bool {
             Some(key)
         }
         Err(e) => {
-            let who = if is_root() { "" } else { " (note: check runs as a non-root user; the display manager's X server user must be able to read key_file)" };
+            let who = if is_root() {
+                ""
+            } else {
+                " (note: check runs as a non-root user; the display manager's X server user must be able to read key_file)"
+            };
             all = line(false, "key file", &format!("{e}{who}"));
             None
         }
@@ -46,8 +60,16 @@ pub async fn run(explicit_config: Option<&Path>) -> bool {
                 match agent::open(&config.agent, &key).await {
                     Err(e) => all = line(false, "handshake", &e.to_string()),
                     Ok((stream, welcome, leftover)) => {
-                        let screen = welcome.host.screen.map(|s| format!("{}x{}", s.width, s.height)).unwrap_or_else(|| "unknown".into());
-                        line(true, "handshake", &format!("{} (host screen {screen})", welcome.agent));
+                        let screen = welcome
+                            .host
+                            .screen
+                            .map(|s| format!("{}x{}", s.width, s.height))
+                            .unwrap_or_else(|| "unknown".into());
+                        line(
+                            true,
+                            "handshake",
+                            &format!("{} (host screen {screen})", welcome.agent),
+                        );
                         all &= host_display_answers(stream, leftover).await;
                     }
                 }
@@ -56,7 +78,11 @@ pub async fn run(explicit_config: Option<&Path>) -> bool {
     }
     match find_server(&config.server) {
         Ok((path, flavor)) => {
-            line(true, "nested server", &format!("{} ({flavor:?})", path.display()));
+            line(
+                true,
+                "nested server",
+                &format!("{} ({flavor:?})", path.display()),
+            );
         }
         Err(e) => all = line(false, "nested server", &e.to_string()),
     }
@@ -64,10 +90,23 @@ pub async fn run(explicit_config: Option<&Path>) -> bool {
 }
 
 /// Sends a bare X11 setup request through the agent and reads the status byte.
-async fn host_display_answers(mut stream: xbridge_proto::stream::BoxStream, mut reply: Vec<u8>) -> bool {
-    let request = SetupRequest { byte_order: ByteOrder::native(), major: 11, minor: 0, auth_name: Vec::new(), auth_data: Vec::new() };
+async fn host_display_answers(
+    mut stream: xbridge_proto::stream::BoxStream,
+    mut reply: Vec<u8>,
+) -> bool {
+    let request = SetupRequest {
+        byte_order: ByteOrder::native(),
+        major: 11,
+        minor: 0,
+        auth_name: Vec::new(),
+        auth_data: Vec::new(),
+    };
     if stream.write_all(&request.encode()).await.is_err() {
-        return line(false, "host display", "the agent closed the connection after the handshake — see the agent's log");
+        return line(
+            false,
+            "host display",
+            "the agent closed the connection after the handshake — see the agent's log",
+        );
     }
     while reply.len() < 8 {
         let mut chunk = [0u8; 256];

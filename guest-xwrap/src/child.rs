@@ -35,9 +35,17 @@ impl DisplayFdPipe {
 
 /// Spawns the nested server with SIGUSR1 ignored (so it signals us when ready and after each
 /// reset), a parent-death SIGTERM, and `inherit_fd` kept open across exec.
-pub fn spawn(program: &Path, argv: &[String], env: &[(&str, &Path)], inherit_fd: RawFd) -> io::Result<Child> {
+pub fn spawn(
+    program: &Path,
+    argv: &[String],
+    env: &[(&str, &Path)],
+    inherit_fd: RawFd,
+) -> io::Result<Child> {
     let mut command = Command::new(program);
-    command.args(argv).env("XEPHYR_NO_SHM", "1").kill_on_drop(true);
+    command
+        .args(argv)
+        .env("XEPHYR_NO_SHM", "1")
+        .kill_on_drop(true);
     for (name, value) in env {
         command.env(name, value);
     }

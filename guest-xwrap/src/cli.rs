@@ -62,7 +62,10 @@ pub enum Invocation {
 /// Decides the mode. Anything that is not ours ends our options and starts the X arguments.
 pub fn parse(argv: Vec<String>) -> Invocation {
     let first = argv.get(1).map(String::as_str);
-    if matches!(first, Some("check" | "proxy" | "help" | "-h" | "--help" | "-V" | "--version")) {
+    if matches!(
+        first,
+        Some("check" | "proxy" | "help" | "-h" | "--help" | "-V" | "--version")
+    ) {
         return Invocation::Command(Cli::parse_from(argv));
     }
     let mut mode = ServerMode::default();
@@ -97,7 +100,10 @@ mod tests {
     use super::*;
 
     fn server(s: &str) -> ServerMode {
-        let argv = std::iter::once("guest-xwrap").chain(s.split_whitespace()).map(String::from).collect();
+        let argv = std::iter::once("guest-xwrap")
+            .chain(s.split_whitespace())
+            .map(String::from)
+            .collect();
         match parse(argv) {
             Invocation::Server(m) => m,
             Invocation::Command(c) => panic!("{c:?}"),

@@ -72,14 +72,25 @@ impl Config {
     /// Loads from `explicit`, else `$XBRIDGE_XWRAP_CONFIG`, else [`DEFAULT_CONFIG`]; a missing
     /// default file means all defaults, a missing named file is an error.
     pub fn load(explicit: Option<&Path>) -> Result<(Config, PathBuf), ConfigError> {
-        let named = explicit
-            .map(Path::to_path_buf)
-            .or_else(|| std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()).map(PathBuf::from));
-        let path = named.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+        let named = explicit.map(Path::to_path_buf).or_else(|| {
+            std::env::var_os(CONFIG_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        });
+        let path = named
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
         match std::fs::read_to_string(&path) {
-            Ok(text) => Self::parse(&text).map(|c| (c, path.clone())).map_err(|e| ConfigError(format!("config file {}: {e}", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && named.is_none() => Ok((Config::default(), path)),
-            Err(e) => Err(ConfigError(format!("cannot read config file {}: {e}", path.display()))),
+            Ok(text) => Self::parse(&text)
+                .map(|c| (c, path.clone()))
+                .map_err(|e| ConfigError(format!("config file {}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && named.is_none() => {
+                Ok((Config::default(), path))
+            }
+            Err(e) => Err(ConfigError(format!(
+                "cannot read config file {}: {e}",
+                path.display()
+            ))),
         }
     }
 
@@ -87,7 +98,10 @@ impl Config {
     pub fn parse(text: &str) -> Result<Config, String> {
         let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
         if config.screen != "auto" && parse_size(&config.screen).is_none() {
-            return Err(format!("screen = \"{}\" is neither \"auto\" nor WIDTHxHEIGHT like \"1280x800\"", config.screen));
+            return Err(format!(
+                "screen = \"{}\" is neither \"auto\" nor WIDTHxHEIGHT like \"1280x800\"",
+                config.screen
+            ));
         }
         Ok(config)
     }
@@ -112,12 +126,18 @@ mod tests {
 
     #[test]
     fn values_and_defaults() {
-        let c = Config::parse("agent = \"vsock:2:6010\"\nscreen = \"800x600\"\nkeymap = \"default\"").unwrap();
+        let c =
+            Config::parse("agent = \"vsock:2:6010\"\nscreen = \"800x600\"\nkeymap = \"default\"")
+                .unwrap();
         assert_eq!(c.agent.to_string(), "vsock:2:6010");
         assert_eq!(parse_size(&c.screen), Some((800, 600)));
         assert_eq!(c.keymap, KeymapChoice::Default);
         assert_eq!(c.ready_timeout_s, 30);
-        assert!(Config::parse("screen = \"big\"").unwrap_err().contains("WIDTHxHEIGHT"));
-        assert!(Config::parse("agent = \"tcp:nohost\"").unwrap_err().contains("tcp:HOST:PORT"));
+        assert!(Config::parse("screen = \"big\"")
+            .unwrap_err()
+            .contains("WIDTHxHEIGHT"));
+        assert!(Config::parse("agent = \"tcp:nohost\"")
+            .unwrap_err()
+            .contains("tcp:HOST:PORT"));
     }
 }

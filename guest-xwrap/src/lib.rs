@@ -3,7 +3,7 @@
 //!
 //! # Layout
 //! - [`cli`]: the command line — X server arguments as display managers pass them, or a subcommand.
-//! - [`config`]: `xwrap.toml`.
+//! - [`config`]: the `xwrap.toml` settings.
 //! - [`args`]: display-manager argv → nested-server argv (pure).
 //! - [`agent`]: connecting and authenticating to the host agent.
 //! - [`proxy`]: the cookie-guarded proxy display the nested server talks to.

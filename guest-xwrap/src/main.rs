@@ -20,7 +20,11 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
-            Command::Proxy { display, config, verbose } => proxy_only(&display, config, verbose),
+            Command::Proxy {
+                display,
+                config,
+                verbose,
+            } => proxy_only(&display, config, verbose),
         },
     }
 }
@@ -46,10 +50,18 @@ fn x_server(mode: cli::ServerMode, parent_wants_usr1: bool) -> ExitCode {
     };
     let dm = match args::translate(&mode.x_args) {
         Ok(dm) => dm,
-        Err(e) => return fail(format!("cannot understand the X server arguments {:?}: {e}", mode.x_args)),
+        Err(e) => {
+            return fail(format!(
+                "cannot understand the X server arguments {:?}: {e}",
+                mode.x_args
+            ))
+        }
     };
     let log_file = config.log_file.clone().unwrap_or_else(|| {
-        let which = dm.display.map(|n| n.to_string()).unwrap_or_else(|| "auto".into());
+        let which = dm
+            .display
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "auto".into());
         format!("/var/log/xbridge/xwrap-{which}.log").into()
     });
     logging(mode.verbose, Some(&log_file));
@@ -81,14 +93,19 @@ fn proxy_only(display: &str, config: Option<std::path::PathBuf>, verbose: u8) ->
     runtime().block_on(async move {
         let proxy = match proxy::ProxyDisplay::bind_exact(number) {
             Ok(p) => Arc::new(p),
-            Err(e) => return fail(format!("cannot serve display :{number}: {e} — is that display in use?")),
+            Err(e) => {
+                return fail(format!(
+                    "cannot serve display :{number}: {e} — is that display in use?"
+                ))
+            }
         };
         println!("DISPLAY=:{number}");
         println!("XAUTHORITY={}", proxy.xauthority().display());
         use std::io::Write;
         let _ = std::io::stdout().flush();
         let serving = tokio::spawn(Arc::clone(&proxy).serve(config.agent.clone(), key));
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM");
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
@@ -109,10 +126,17 @@ fn logging(verbose: u8, file: Option<&std::path::Path>) {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        std::fs::OpenOptions::new().create(true).append(true).open(path).ok()
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .ok()
     });
     match opened {
-        Some(f) => builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).init(),
+        Some(f) => builder
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(f))
+            .init(),
         None => builder.with_writer(std::io::stderr).init(),
     }
 }

@@ -38,7 +38,12 @@ impl ProxyDisplay {
         let (number, listener) = (start..start.saturating_add(500))
             .filter(|n| !Path::new(&format!("/tmp/.X{n}-lock")).exists())
             .find_map(|n| bind_abstract(n).ok().map(|l| (n, l)))
-            .ok_or_else(|| io::Error::new(io::ErrorKind::AddrInUse, format!("no free proxy display from :{start}")))?;
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("no free proxy display from :{start}"),
+                )
+            })?;
         Self::with_listener(number, listener)
     }
 
@@ -48,10 +53,17 @@ impl ProxyDisplay {
     }
 
     fn with_listener(number: u16, listener: UnixListener) -> io::Result<Self> {
-        let dir = tempfile::Builder::new().prefix("xbridge-xwrap-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("xbridge-xwrap-")
+            .tempdir()?;
         let cookie: [u8; 16] = xbridge_proto::random_bytes();
         write_cookie_file(&dir.path().join("Xauthority"), number, &cookie)?;
-        Ok(ProxyDisplay { number, listener, cookie, dir })
+        Ok(ProxyDisplay {
+            number,
+            listener,
+            cookie,
+            dir,
+        })
     }
 
     /// The private Xauthority file holding the proxy cookie.
@@ -85,9 +97,17 @@ impl ProxyDisplay {
         }
     }
 
-    async fn carry(&self, mut client: UnixStream, endpoint: &Endpoint, key: &Key) -> anyhow::Result<()> {
-        let (request, rest) = tokio::time::timeout(SETUP_DEADLINE, read_setup_request(&mut client, Vec::new())).await??;
-        let authorized = request.auth_name == MIT_MAGIC_COOKIE_1 && bool::from(request.auth_data.ct_eq(&self.cookie));
+    async fn carry(
+        &self,
+        mut client: UnixStream,
+        endpoint: &Endpoint,
+        key: &Key,
+    ) -> anyhow::Result<()> {
+        let (request, rest) =
+            tokio::time::timeout(SETUP_DEADLINE, read_setup_request(&mut client, Vec::new()))
+                .await??;
+        let authorized = request.auth_name == MIT_MAGIC_COOKIE_1
+            && bool::from(request.auth_data.ct_eq(&self.cookie));
         if !authorized {
             let reply = request.failed_reply("xbridge proxy display: wrong or missing MIT-MAGIC-COOKIE-1 (use the XAUTHORITY guest-xwrap printed)");
             client.write_all(&reply).await?;
@@ -95,10 +115,14 @@ impl ProxyDisplay {
         }
         let (mut upstream, _, leftover) = agent::open(endpoint, key).await?;
         // The agent substitutes the host credential; ours stays here.
-        upstream.write_all(&request.with_auth(b"", b"").encode()).await?;
+        upstream
+            .write_all(&request.with_auth(b"", b"").encode())
+            .await?;
         upstream.write_all(&rest).await?;
         client.write_all(&leftover).await?;
-        let (up, down) = copy_bidirectional_with_sizes(&mut client, &mut upstream, PUMP_BUFFER, PUMP_BUFFER).await?;
+        let (up, down) =
+            copy_bidirectional_with_sizes(&mut client, &mut upstream, PUMP_BUFFER, PUMP_BUFFER)
+                .await?;
         tracing::debug!(up, down, "proxy connection closed");
         Ok(())
     }

@@ -19,7 +19,8 @@ pub fn parent_wants_sigusr1() -> bool {
     // SAFETY: querying (not changing) the disposition; `old` is plain data filled by the call.
     unsafe {
         let mut old: libc::sigaction = std::mem::zeroed();
-        libc::sigaction(libc::SIGUSR1, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+        libc::sigaction(libc::SIGUSR1, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_IGN
     }
 }
 
@@ -34,7 +35,8 @@ pub fn client_cookie(auth_file: Option<&Path>, display: u16) -> std::io::Result<
 /// One connection attempt to display `number`, as an X client. Blocking.
 pub fn probe(number: u16, cookie: Option<&[u8]>) -> Result<(), String> {
     let path = format!("/tmp/.X11-unix/X{number}");
-    let (stream, _) = DefaultStream::connect(&ConnectAddress::Socket(path)).map_err(|e| e.to_string())?;
+    let (stream, _) =
+        DefaultStream::connect(&ConnectAddress::Socket(path)).map_err(|e| e.to_string())?;
     let (name, data) = match cookie {
         Some(c) => (MIT_MAGIC_COOKIE_1.to_vec(), c.to_vec()),
         None => (Vec::new(), Vec::new()),

@@ -31,7 +31,9 @@ const FORWARDED: [SignalKind; 5] = [
 /// Finds the nested server binary: `auto` prefers Xephyr.
 pub fn find_server(choice: &str) -> anyhow::Result<(PathBuf, Flavor)> {
     let flavor_of = |p: &Path| {
-        if p.file_name().is_some_and(|n| n.to_string_lossy().to_lowercase().contains("xnest")) {
+        if p.file_name()
+            .is_some_and(|n| n.to_string_lossy().to_lowercase().contains("xnest"))
+        {
             Flavor::Xnest
         } else {
             Flavor::Xephyr
@@ -78,9 +80,13 @@ fn look(config: &Config, welcome: &Welcome, display_hint: Option<u16>) -> Look {
         None => format!("{host} (xbridge guest)"),
     });
     let keymap = match (config.keymap, &welcome.host.keymap) {
-        (KeymapChoice::Host, Some(k)) if !k.layout.is_empty() => {
-            Some([k.rules.clone(), k.model.clone(), k.layout.clone(), k.variant.clone(), k.options.clone()])
-        }
+        (KeymapChoice::Host, Some(k)) if !k.layout.is_empty() => Some([
+            k.rules.clone(),
+            k.model.clone(),
+            k.layout.clone(),
+            k.variant.clone(),
+            k.options.clone(),
+        ]),
         _ => None,
     };
     Look {
@@ -105,10 +111,15 @@ fn hostname() -> String {
 
 /// Runs the nested server for a display manager. Returns only on failure before the child
 /// ran; otherwise the process exits mirroring the child.
-pub async fn run(config: Config, dm: DmArgs, parent_wants_usr1: bool) -> anyhow::Result<std::convert::Infallible> {
+pub async fn run(
+    config: Config,
+    dm: DmArgs,
+    parent_wants_usr1: bool,
+) -> anyhow::Result<std::convert::Infallible> {
     child::die_with_parent();
     if let Some(fd) = dm.displayfd {
-        readiness::set_cloexec(fd).with_context(|| format!("-displayfd {fd} is not an open descriptor"))?;
+        readiness::set_cloexec(fd)
+            .with_context(|| format!("-displayfd {fd} is not an open descriptor"))?;
     }
     for dropped in &dm.dropped {
         tracing::debug!("dropping `{dropped}`: nested servers reject it");
@@ -119,23 +130,44 @@ pub async fn run(config: Config, dm: DmArgs, parent_wants_usr1: bool) -> anyhow:
 
     let key = Key::load(&config.key_file)?;
     let (server, flavor) = find_server(&config.server)?;
-    let welcome = crate::agent::wait_for_agent(&config.agent, &key, Duration::from_secs(config.agent_wait_s)).await?;
+    let welcome = crate::agent::wait_for_agent(
+        &config.agent,
+        &key,
+        Duration::from_secs(config.agent_wait_s),
+    )
+    .await?;
 
-    let proxy = Arc::new(ProxyDisplay::bind(PROXY_DISPLAY_BASE).context("cannot create the proxy display")?);
+    let proxy = Arc::new(
+        ProxyDisplay::bind(PROXY_DISPLAY_BASE).context("cannot create the proxy display")?,
+    );
     tracing::info!(proxy = proxy.number, "proxy display ready");
     let serving = tokio::spawn(Arc::clone(&proxy).serve(config.agent.clone(), key));
 
     let pipe = DisplayFdPipe::new()?;
     let look = look(&config, &welcome, dm.display);
-    let argv = args::nested_argv(flavor, dm.display, &dm, &look, child::raw(&pipe.write), &config.extra_args);
+    let argv = args::nested_argv(
+        flavor,
+        dm.display,
+        &dm,
+        &look,
+        child::raw(&pipe.write),
+        &config.extra_args,
+    );
     let proxy_display = PathBuf::from(format!(":{}", proxy.number));
     let xauthority = proxy.xauthority();
     tracing::info!("starting {} {}", server.display(), argv.join(" "));
     let started = Instant::now();
-    let mut nested = child::spawn(&server, &argv, &[("DISPLAY", &proxy_display), ("XAUTHORITY", &xauthority)], child::raw(&pipe.write))
-        .with_context(|| format!("cannot start {}", server.display()))?;
+    let mut nested = child::spawn(
+        &server,
+        &argv,
+        &[("DISPLAY", &proxy_display), ("XAUTHORITY", &xauthority)],
+        child::raw(&pipe.write),
+    )
+    .with_context(|| format!("cannot start {}", server.display()))?;
     drop(pipe.write);
-    let pid = nested.id().ok_or_else(|| anyhow!("nested server vanished at once"))?;
+    let pid = nested
+        .id()
+        .ok_or_else(|| anyhow!("nested server vanished at once"))?;
 
     // Readiness: the child's display number and first SIGUSR1 arrive together; then probe.
     let mut displayfd = tokio::net::unix::pipe::Receiver::from_owned_fd(pipe.read)?;
@@ -152,8 +184,10 @@ pub async fn run(config: Config, dm: DmArgs, parent_wants_usr1: bool) -> anyhow:
                 // A probe would be its last client and end it; -displayfd is its own word.
                 break n;
             }
-            let cookie = readiness::client_cookie(dm.auth.as_deref(), n).with_context(|| "cannot read the display manager's -auth file".to_string())?;
-            let probed = tokio::task::spawn_blocking(move || readiness::probe(n, cookie.as_deref())).await?;
+            let cookie = readiness::client_cookie(dm.auth.as_deref(), n)
+                .with_context(|| "cannot read the display manager's -auth file".to_string())?;
+            let probed =
+                tokio::task::spawn_blocking(move || readiness::probe(n, cookie.as_deref())).await?;
             match probed {
                 Ok(()) => break n,
                 Err(e) => tracing::debug!("display :{n} not ready yet: {e}"),
@@ -187,11 +221,17 @@ pub async fn run(config: Config, dm: DmArgs, parent_wants_usr1: bool) -> anyhow:
             }
         }
     };
-    tracing::info!(display = ready_number, ms = started.elapsed().as_millis() as u64, "nested server accepts connections");
+    tracing::info!(
+        display = ready_number,
+        ms = started.elapsed().as_millis() as u64,
+        "nested server accepts connections"
+    );
     if !child_signalled {
         // The child sends SIGUSR1 right after writing -displayfd; absorb it so it is not
         // mistaken for a reset. Bounded: a server that never signals costs 200 ms once.
-        child_signalled = tokio::time::timeout(Duration::from_millis(200), usr1.recv()).await.is_ok();
+        child_signalled = tokio::time::timeout(Duration::from_millis(200), usr1.recv())
+            .await
+            .is_ok();
         tracing::debug!(child_signalled, "initial SIGUSR1 from the nested server");
     }
     if resets_when_idle(&dm) {
@@ -200,7 +240,9 @@ pub async fn run(config: Config, dm: DmArgs, parent_wants_usr1: bool) -> anyhow:
         // into the middle of that reset.
         match tokio::time::timeout(Duration::from_secs(config.ready_timeout_s), usr1.recv()).await {
             Ok(_) => tracing::debug!("nested server reset after the readiness probe"),
-            Err(_) => tracing::warn!("no reset signal after the readiness probe; announcing anyway"),
+            Err(_) => {
+                tracing::warn!("no reset signal after the readiness probe; announcing anyway")
+            }
         }
     }
     if parent_wants_usr1 {
@@ -236,7 +278,9 @@ pub async fn run(config: Config, dm: DmArgs, parent_wants_usr1: bool) -> anyhow:
 /// Whether the nested server resets when its last client leaves (X's default; display
 /// managers pass `-noreset` to prevent it).
 fn resets_when_idle(dm: &DmArgs) -> bool {
-    !dm.passthrough.iter().any(|a| a == "-noreset" || a == "-terminate")
+    !dm.passthrough
+        .iter()
+        .any(|a| a == "-noreset" || a == "-terminate")
 }
 
 /// The next signal to pass on to the nested server.

@@ -152,11 +152,20 @@ pub fn default_key_path() -> PathBuf {
 }
 
 fn load_file(explicit: Option<&Path>) -> Result<FileConfig, ConfigError> {
-    let path = explicit.map(Path::to_path_buf).unwrap_or_else(|| config_dir().join("agent.toml"));
+    let path = explicit
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| config_dir().join("agent.toml"));
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => return Ok(FileConfig::default()),
-        Err(e) => return Err(ConfigError(format!("cannot read config file {}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => {
+            return Ok(FileConfig::default())
+        }
+        Err(e) => {
+            return Err(ConfigError(format!(
+                "cannot read config file {}: {e}",
+                path.display()
+            )))
+        }
     };
     toml::from_str(&text).map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))
 }
@@ -168,16 +177,29 @@ pub fn resolve(serve: &ServeArgs) -> Result<Settings, ConfigError> {
     let listen = if !serve.listen.is_empty() {
         serve.listen.clone()
     } else {
-        file.listen.clone().unwrap_or_else(|| vec![DEFAULT_LISTEN.parse().expect("valid default")])
+        file.listen
+            .clone()
+            .unwrap_or_else(|| vec![DEFAULT_LISTEN.parse().expect("valid default")])
     };
-    let max_connections = serve.max_connections.or(file.max_connections).unwrap_or(128);
+    let max_connections = serve
+        .max_connections
+        .or(file.max_connections)
+        .unwrap_or(128);
     if max_connections == 0 {
         return Err(ConfigError("max_connections must be at least 1".into()));
     }
     Ok(Settings {
         listen,
-        key: common.key.clone().or(file.key).unwrap_or_else(default_key_path),
-        display: common.display.clone().or(file.display).or_else(|| std::env::var("DISPLAY").ok()),
+        key: common
+            .key
+            .clone()
+            .or(file.key)
+            .unwrap_or_else(default_key_path),
+        display: common
+            .display
+            .clone()
+            .or(file.display)
+            .or_else(|| std::env::var("DISPLAY").ok()),
         xauthority: common
             .xauthority
             .clone()
@@ -200,13 +222,18 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let err = toml::from_str::<FileConfig>("lisen = []").unwrap_err().to_string();
+        let err = toml::from_str::<FileConfig>("lisen = []")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("lisen"), "{err}");
     }
 
     #[test]
     fn file_values_parse() {
-        let cfg: FileConfig = toml::from_str("listen = [\"unix:/tmp/a\", \"tcp:127.0.0.1:7000\"]\ntrust = \"trusted\"").unwrap();
+        let cfg: FileConfig = toml::from_str(
+            "listen = [\"unix:/tmp/a\", \"tcp:127.0.0.1:7000\"]\ntrust = \"trusted\"",
+        )
+        .unwrap();
         assert_eq!(cfg.listen.unwrap().len(), 2);
         assert_eq!(cfg.trust, Some(Trust::Trusted));
     }

@@ -76,7 +76,9 @@ pub struct HostDisplay {
 impl HostDisplay {
     /// Parses the display name; connects nothing yet.
     pub fn new(name: Option<String>, trust: Trust) -> Result<Self, DisplayError> {
-        let name = name.filter(|n| !n.is_empty()).ok_or(DisplayError::NoDisplay)?;
+        let name = name
+            .filter(|n| !n.is_empty())
+            .ok_or(DisplayError::NoDisplay)?;
         let parsed = parse_display(Some(&name)).map_err(|e| DisplayError::Parse {
             display: name.clone(),
             reason: e.to_string(),
@@ -117,18 +119,30 @@ impl HostDisplay {
 
     /// Gets the credential a new guest connection will present. Blocking: call from
     /// `spawn_blocking`.
-    pub fn credential(self: &Arc<Self>, family: Family, address: &[u8]) -> Result<Credential, DisplayError> {
+    pub fn credential(
+        self: &Arc<Self>,
+        family: Family,
+        address: &[u8],
+    ) -> Result<Credential, DisplayError> {
         match self.trust {
             Trust::Trusted => {
                 let (name, data) = get_auth(family, address, self.parsed.display)
                     .ok()
                     .flatten()
                     .unwrap_or_default();
-                Ok(Credential { name, data, revoke: None })
+                Ok(Credential {
+                    name,
+                    data,
+                    revoke: None,
+                })
             }
             Trust::Untrusted => {
-                let minted = self.with_control(|conn| security::generate_untrusted(conn, 60).map_err(|e| e.to_string()))?;
-                let minted = minted.ok_or_else(|| DisplayError::NoSecurity { display: self.name.clone() })?;
+                let minted = self.with_control(|conn| {
+                    security::generate_untrusted(conn, 60).map_err(|e| e.to_string())
+                })?;
+                let minted = minted.ok_or_else(|| DisplayError::NoSecurity {
+                    display: self.name.clone(),
+                })?;
                 Ok(Credential {
                     name: xbridge_proto::xauthority::MIT_MAGIC_COOKIE_1.to_vec(),
                     data: minted.data,
@@ -147,22 +161,27 @@ impl HostDisplay {
 
     /// What the guest should know: screen size and keymap. Blocking.
     pub fn info(&self) -> HostInfo {
-        self.with_control(|conn| Ok(describe(conn))).unwrap_or_else(|e| {
-            tracing::warn!("cannot describe host display: {e}");
-            HostInfo::default()
-        })
+        self.with_control(|conn| Ok(describe(conn)))
+            .unwrap_or_else(|e| {
+                tracing::warn!("cannot describe host display: {e}");
+                HostInfo::default()
+            })
     }
 
     /// Runs `f` on the control connection, reconnecting once if the old one broke (the host
     /// server may have reset, which also kills every minted authorization).
-    fn with_control<T>(&self, f: impl Fn(&RustConnection) -> Result<T, String>) -> Result<T, DisplayError> {
+    fn with_control<T>(
+        &self,
+        f: impl Fn(&RustConnection) -> Result<T, String>,
+    ) -> Result<T, DisplayError> {
         let mut slot = self.control.lock().unwrap_or_else(|p| p.into_inner());
         for attempt in 0..2 {
             if slot.is_none() {
-                let (conn, _) = x11rb::connect(Some(&self.name)).map_err(|e| DisplayError::Control {
-                    display: self.name.clone(),
-                    reason: e.to_string(),
-                })?;
+                let (conn, _) =
+                    x11rb::connect(Some(&self.name)).map_err(|e| DisplayError::Control {
+                        display: self.name.clone(),
+                        reason: e.to_string(),
+                    })?;
                 *slot = Some(conn);
             }
             let conn = slot.as_ref().expect("just set");
@@ -214,7 +233,12 @@ fn describe(conn: &RustConnection) -> HostInfo {
 }
 
 fn primary_output_size(conn: &RustConnection, root: u32) -> Option<ScreenSize> {
-    let primary = conn.randr_get_output_primary(root).ok()?.reply().ok()?.output;
+    let primary = conn
+        .randr_get_output_primary(root)
+        .ok()?
+        .reply()
+        .ok()?
+        .output;
     if primary == 0 {
         return None;
     }
@@ -230,7 +254,12 @@ fn primary_output_size(conn: &RustConnection, root: u32) -> Option<ScreenSize> {
 }
 
 fn keymap(conn: &RustConnection, root: u32) -> Option<Keymap> {
-    let atom = conn.intern_atom(true, b"_XKB_RULES_NAMES").ok()?.reply().ok()?.atom;
+    let atom = conn
+        .intern_atom(true, b"_XKB_RULES_NAMES")
+        .ok()?
+        .reply()
+        .ok()?
+        .atom;
     if atom == 0 {
         return None;
     }
@@ -274,7 +303,11 @@ async fn connect_unix(path: &str) -> io::Result<(BoxStream, Family, Vec<u8>)> {
         Err(_) => std::os::unix::net::UnixStream::connect(path)?,
     };
     std_stream.set_nonblocking(true)?;
-    Ok((Box::new(UnixStream::from_std(std_stream)?), Family::LOCAL, hostname()))
+    Ok((
+        Box::new(UnixStream::from_std(std_stream)?),
+        Family::LOCAL,
+        hostname(),
+    ))
 }
 
 /// This machine's hostname, as Xauthority files record local displays.

@@ -53,7 +53,8 @@ impl Failure {
 
 fn context(settings: &Settings) -> Result<Arc<Context>, Failure> {
     let key = Key::load(&settings.key).map_err(|e| Failure::Config(e.to_string()))?;
-    let display = HostDisplay::new(settings.display.clone(), settings.trust).map_err(|e| Failure::Config(e.to_string()))?;
+    let display = HostDisplay::new(settings.display.clone(), settings.trust)
+        .map_err(|e| Failure::Config(e.to_string()))?;
     Ok(Arc::new(Context {
         key,
         display: Arc::new(display),
@@ -68,12 +69,21 @@ pub async fn serve(settings: Settings) -> Result<(), Failure> {
     let activated = !listeners.is_empty();
     if !activated {
         for endpoint in &settings.listen {
-            listeners.push(Listener::bind(endpoint, settings.allow_remote).await.map_err(|e| Failure::Config(e.to_string()))?);
+            listeners.push(
+                Listener::bind(endpoint, settings.allow_remote)
+                    .await
+                    .map_err(|e| Failure::Config(e.to_string()))?,
+            );
         }
     }
     let display = Arc::clone(&ctx.display);
-    match tokio::task::spawn_blocking(move || display.preflight()).await.expect("preflight does not panic") {
-        Ok(()) => tracing::info!(display = ctx.display.name(), trust = ?settings.trust, "host display answers"),
+    match tokio::task::spawn_blocking(move || display.preflight())
+        .await
+        .expect("preflight does not panic")
+    {
+        Ok(()) => {
+            tracing::info!(display = ctx.display.name(), trust = ?settings.trust, "host display answers")
+        }
         // Not fatal: the display may come later (agent started before the X session).
         Err(e) => tracing::warn!("{e}"),
     }
@@ -90,8 +100,14 @@ pub async fn serve(settings: Settings) -> Result<(), Failure> {
 pub async fn stdio(settings: Settings) -> Result<(), Failure> {
     let ctx = context(&settings)?;
     let stream = stdio::stdio_stream().context("cannot use stdin/stdout")?;
-    let transferred = session::serve(ctx, stream).await.context("guest session failed")?;
-    tracing::info!(to_host = transferred.to_host, to_guest = transferred.to_guest, "guest disconnected");
+    let transferred = session::serve(ctx, stream)
+        .await
+        .context("guest session failed")?;
+    tracing::info!(
+        to_host = transferred.to_host,
+        to_guest = transferred.to_guest,
+        "guest disconnected"
+    );
     Ok(())
 }
 
@@ -100,7 +116,10 @@ pub fn init(key_path: &Path, force: bool) -> Result<String, Failure> {
     Key::create(key_path, force).map_err(|e| Failure::Config(e.to_string()))?;
     let dir = key_path.parent().unwrap_or(Path::new("."));
     let key = key_path.display();
-    let name = key_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = key_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     Ok(format!(
         "Created pairing key {key} (mode 0600).\n\n\
 The guest needs this key at the path its xwrap.toml names as key_file (default /etc/xbridge/guest.key, readable by root only):\n\n\

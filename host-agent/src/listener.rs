@@ -26,7 +26,9 @@ pub enum ListenError {
     },
     #[error("`stdio` is not a listening address; run `host-agent stdio` for one connection on stdin/stdout")]
     Stdio,
-    #[error("systemd passed socket {fd}, which is not a listening TCP, unix or vsock stream socket")]
+    #[error(
+        "systemd passed socket {fd}, which is not a listening TCP, unix or vsock stream socket"
+    )]
     Activation { fd: RawFd },
 }
 
@@ -53,7 +55,9 @@ impl Listener {
     pub async fn bind(endpoint: &Endpoint, allow_remote: bool) -> Result<Self, ListenError> {
         let bind_err = |source: io::Error| {
             let hint = match source.kind() {
-                io::ErrorKind::AddrInUse => " — another host-agent may already be running; stop it or pick another port",
+                io::ErrorKind::AddrInUse => {
+                    " — another host-agent may already be running; stop it or pick another port"
+                }
                 io::ErrorKind::PermissionDenied => " — choose a path or port you may use",
                 _ => "",
             };
@@ -70,7 +74,9 @@ impl Listener {
                         endpoint: endpoint.clone(),
                     });
                 }
-                let listener = TcpListener::bind((host.as_str(), *port)).await.map_err(bind_err)?;
+                let listener = TcpListener::bind((host.as_str(), *port))
+                    .await
+                    .map_err(bind_err)?;
                 Ok(Listener::Tcp(listener))
             }
             Endpoint::Unix(path) => {
@@ -79,10 +85,13 @@ impl Listener {
                     let _ = std::fs::remove_file(path);
                 }
                 let listener = UnixListener::bind(path).map_err(bind_err)?;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(bind_err)?;
                 Ok(Listener::Unix(listener, Some(Unlink(path.clone()))))
             }
-            Endpoint::Vsock { cid, port } => Ok(Listener::Vsock(VsockListener::bind(*cid, *port).map_err(bind_err)?)),
+            Endpoint::Vsock { cid, port } => Ok(Listener::Vsock(
+                VsockListener::bind(*cid, *port).map_err(bind_err)?,
+            )),
             Endpoint::Stdio => Err(ListenError::Stdio),
         }
     }
@@ -90,8 +99,14 @@ impl Listener {
     /// Takes the sockets systemd passed (`LISTEN_PID`, `LISTEN_FDS`), if they are for us.
     pub fn from_systemd() -> Result<Vec<Self>, ListenError> {
         const FIRST_FD: RawFd = 3;
-        let for_us = std::env::var("LISTEN_PID").ok().and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id());
-        let count: RawFd = std::env::var("LISTEN_FDS").ok().and_then(|n| n.parse().ok()).unwrap_or(0);
+        let for_us = std::env::var("LISTEN_PID")
+            .ok()
+            .and_then(|p| p.parse::<u32>().ok())
+            == Some(std::process::id());
+        let count: RawFd = std::env::var("LISTEN_FDS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
         std::env::remove_var("LISTEN_PID");
         std::env::remove_var("LISTEN_FDS");
         std::env::remove_var("LISTEN_FDNAMES");
@@ -107,7 +122,14 @@ impl Listener {
         let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
         let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         // SAFETY: addr/len describe a writable buffer; fd is checked by the call itself.
-        if unsafe { libc::getsockname(fd, (&mut addr as *mut libc::sockaddr_storage).cast(), &mut len) } != 0 {
+        if unsafe {
+            libc::getsockname(
+                fd,
+                (&mut addr as *mut libc::sockaddr_storage).cast(),
+                &mut len,
+            )
+        } != 0
+        {
             return Err(wrong());
         }
         // SAFETY: systemd hands these descriptors to us, to own from now on.
@@ -151,7 +173,10 @@ impl Listener {
     /// The bound address, for logs and for tests that bind port 0.
     pub fn describe(&self) -> String {
         match self {
-            Listener::Tcp(l) => l.local_addr().map(|a| format!("tcp:{a}")).unwrap_or_else(|_| "tcp".into()),
+            Listener::Tcp(l) => l
+                .local_addr()
+                .map(|a| format!("tcp:{a}"))
+                .unwrap_or_else(|_| "tcp".into()),
             Listener::Unix(l, _) => l
                 .local_addr()
                 .ok()

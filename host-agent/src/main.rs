@@ -16,11 +16,18 @@ fn main() -> ExitCode {
         Some(Command::Stdio(args)) => {
             // Before anything else: stderr may be the guest's socket.
             let _ = stdio::silence_stderr();
-            let serve = config::ServeArgs { common: args.common, ..Default::default() };
+            let serve = config::ServeArgs {
+                common: args.common,
+                ..Default::default()
+            };
             run(&serve, true, |s| Box::pin(xbridge_host_agent::stdio(s)))
         }
-        Some(Command::Serve(serve)) => run(&serve, false, |s| Box::pin(xbridge_host_agent::serve(s))),
-        None => run(&cli.serve, false, |s| Box::pin(xbridge_host_agent::serve(s))),
+        Some(Command::Serve(serve)) => {
+            run(&serve, false, |s| Box::pin(xbridge_host_agent::serve(s)))
+        }
+        None => run(&cli.serve, false, |s| {
+            Box::pin(xbridge_host_agent::serve(s))
+        }),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -34,7 +41,11 @@ fn main() -> ExitCode {
 
 type Job = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Failure>>>>;
 
-fn run(serve: &config::ServeArgs, stdio_mode: bool, job: impl FnOnce(config::Settings) -> Job) -> Result<(), Failure> {
+fn run(
+    serve: &config::ServeArgs,
+    stdio_mode: bool,
+    job: impl FnOnce(config::Settings) -> Job,
+) -> Result<(), Failure> {
     let settings = config::resolve(serve).map_err(|e| Failure::Config(e.0))?;
     let _log_guard = logging(settings.verbose, settings.log_file.as_deref(), stdio_mode);
     if let Some(path) = &settings.xauthority {
@@ -61,8 +72,15 @@ fn logging(verbose: u8, log_file: Option<&std::path::Path>, stdio_mode: bool) ->
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match log_file {
         Some(path) => {
-            let file = std::fs::OpenOptions::new().create(true).append(true).open(path).ok()?;
-            builder.with_ansi(false).with_writer(std::sync::Mutex::new(file)).init();
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .ok()?;
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init();
         }
         None if stdio_mode => {}
         None => builder.with_writer(std::io::stderr).init(),

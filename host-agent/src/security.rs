@@ -41,8 +41,16 @@ impl TryParse for GenerateReply {
         let header = value.get(..32).ok_or(ParseError::InsufficientData)?;
         let id = u32::from_ne_bytes(header[8..12].try_into().expect("4 bytes"));
         let len = u16::from_ne_bytes(header[12..14].try_into().expect("2 bytes")) as usize;
-        let data = value.get(32..32 + len).ok_or(ParseError::InsufficientData)?;
-        Ok((GenerateReply { id, data: data.to_vec() }, &value[32 + len..]))
+        let data = value
+            .get(32..32 + len)
+            .ok_or(ParseError::InsufficientData)?;
+        Ok((
+            GenerateReply {
+                id,
+                data: data.to_vec(),
+            },
+            &value[32 + len..],
+        ))
     }
 }
 
@@ -56,7 +64,10 @@ fn opcode<C: RequestConnection>(conn: &C) -> Result<Option<u8>, ConnectionError>
 /// `Ok(None)` when the server has no SECURITY extension.
 ///
 /// `timeout_s` is how long the server keeps the authorization while no client uses it.
-pub fn generate_untrusted<C: RequestConnection>(conn: &C, timeout_s: u32) -> Result<Option<Minted>, ReplyError> {
+pub fn generate_untrusted<C: RequestConnection>(
+    conn: &C,
+    timeout_s: u32,
+) -> Result<Option<Minted>, ReplyError> {
     let Some(major) = opcode(conn)? else {
         return Ok(None);
     };

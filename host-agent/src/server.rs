@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tracing::Instrument;
 use tokio::sync::{mpsc, Semaphore};
+use tracing::Instrument;
 use xbridge_proto::handshake::{Refusal, RefuseCode};
 use xbridge_proto::stream::BoxStream;
 
@@ -24,7 +24,12 @@ pub struct Limits {
 
 /// Serves every listener until `shutdown` completes, then waits up to `limits.grace` for live
 /// connections before returning.
-pub async fn run(listeners: Vec<Listener>, ctx: Arc<Context>, limits: Limits, shutdown: impl Future) {
+pub async fn run(
+    listeners: Vec<Listener>,
+    ctx: Arc<Context>,
+    limits: Limits,
+    shutdown: impl Future,
+) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     // Every session holds a clone; when all are dropped, `done` yields None.
     let (alive, mut done) = mpsc::channel::<()>(1);
@@ -32,7 +37,13 @@ pub async fn run(listeners: Vec<Listener>, ctx: Arc<Context>, limits: Limits, sh
         let mut loops = tokio::task::JoinSet::new();
         for listener in listeners {
             let (ctx, slots, alive) = (Arc::clone(&ctx), Arc::clone(&slots), alive.clone());
-            loops.spawn(accept_loop(listener, ctx, slots, alive, limits.max_connections));
+            loops.spawn(accept_loop(
+                listener,
+                ctx,
+                slots,
+                alive,
+                limits.max_connections,
+            ));
         }
         while loops.join_next().await.is_some() {}
     };
@@ -42,12 +53,24 @@ pub async fn run(listeners: Vec<Listener>, ctx: Arc<Context>, limits: Limits, sh
     }
     drop(alive);
     // Accept loops hold clones too; they were dropped when `accept_all` was.
-    if tokio::time::timeout(limits.grace, done.recv()).await.is_err() {
-        tracing::info!("grace period of {:?} over; closing remaining connections", limits.grace);
+    if tokio::time::timeout(limits.grace, done.recv())
+        .await
+        .is_err()
+    {
+        tracing::info!(
+            "grace period of {:?} over; closing remaining connections",
+            limits.grace
+        );
     }
 }
 
-async fn accept_loop(listener: Listener, ctx: Arc<Context>, slots: Arc<Semaphore>, alive: mpsc::Sender<()>, cap: usize) {
+async fn accept_loop(
+    listener: Listener,
+    ctx: Arc<Context>,
+    slots: Arc<Semaphore>,
+    alive: mpsc::Sender<()>,
+    cap: usize,
+) {
     let place = listener.describe();
     tracing::info!("listening on {place}");
     let mut backoff = Duration::from_millis(10);
@@ -87,5 +110,6 @@ async fn refuse_busy(mut stream: BoxStream, cap: usize) {
         RefuseCode::Busy,
         format!("the host agent is serving its maximum of {cap} connections; close some guest X clients or raise max_connections"),
     );
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&refusal.to_line())).await;
+    let _ =
+        tokio::time::timeout(Duration::from_secs(1), stream.write_all(&refusal.to_line())).await;
 }

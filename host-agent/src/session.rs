@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncWriteExt, copy_bidirectional_with_sizes};
+use tokio::io::{copy_bidirectional_with_sizes, AsyncWriteExt};
 use xbridge_proto::exchange::{agent_handshake, HandshakeError};
 use xbridge_proto::handshake::{Refusal, RefuseCode};
 use xbridge_proto::setup::{read_setup_request, SetupError};
@@ -72,14 +72,20 @@ pub async fn serve(ctx: Arc<Context>, mut guest: BoxStream) -> Result<Transferre
     };
     guest.write_all(&auth.welcome(info)).await?;
 
-    let (request, rest) = tokio::time::timeout(ctx.handshake_deadline, read_setup_request(&mut guest, leftover))
-        .await
-        .map_err(|_| SessionError::SetupTimeout(ctx.handshake_deadline))??;
-    let rewritten = request.with_auth(&credential.name, &credential.data).encode();
+    let (request, rest) = tokio::time::timeout(
+        ctx.handshake_deadline,
+        read_setup_request(&mut guest, leftover),
+    )
+    .await
+    .map_err(|_| SessionError::SetupTimeout(ctx.handshake_deadline))??;
+    let rewritten = request
+        .with_auth(&credential.name, &credential.data)
+        .encode();
     host.write_all(&rewritten).await?;
     host.write_all(&rest).await?;
 
-    let (to_host, to_guest) = copy_bidirectional_with_sizes(&mut guest, &mut host, PUMP_BUFFER, PUMP_BUFFER).await?;
+    let (to_host, to_guest) =
+        copy_bidirectional_with_sizes(&mut guest, &mut host, PUMP_BUFFER, PUMP_BUFFER).await?;
     // The credential (and with it a minted authorization) lives exactly as long as the pump.
     drop(credential);
     Ok(Transferred {

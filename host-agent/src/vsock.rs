@@ -27,7 +27,13 @@ impl VsockListener {
     /// Binds `cid:port` (use `u32::MAX`, VMADDR_CID_ANY, to accept from any VM).
     pub fn bind(cid: u32, port: u32) -> io::Result<Self> {
         // SAFETY: plain socket(2) call; the result is checked before use.
-        let raw = check(unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) })?;
+        let raw = check(unsafe {
+            libc::socket(
+                libc::AF_VSOCK,
+                libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
+        })?;
         // SAFETY: `raw` is a fresh descriptor we own.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         // SAFETY: sockaddr_vm is plain data; zeroed is a valid starting value.
@@ -53,7 +59,11 @@ impl VsockListener {
         // SAFETY: setting O_NONBLOCK on a descriptor we own.
         unsafe {
             let flags = check(libc::fcntl(fd.as_raw_fd(), libc::F_GETFL))?;
-            check(libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK))?;
+            check(libc::fcntl(
+                fd.as_raw_fd(),
+                libc::F_SETFL,
+                flags | libc::O_NONBLOCK,
+            ))?;
         }
         // SAFETY: the AsyncFd owns the descriptor, so it stays open exactly as long as it is registered.
         let fd = unsafe { AsyncFd::register(fd) }?;

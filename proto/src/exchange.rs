@@ -22,7 +22,10 @@ pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
 pub enum HandshakeError {
     /// The peer refused us, with its reason.
     #[error("refused by the {peer}: {}", .refusal.reason)]
-    RefusedByPeer { peer: &'static str, refusal: Refusal },
+    RefusedByPeer {
+        peer: &'static str,
+        refusal: Refusal,
+    },
     /// We refused the peer (the refusal was sent to it).
     #[error("{}", .0.reason)]
     RefusedPeer(Refusal),
@@ -38,7 +41,8 @@ impl HandshakeError {
     /// The refusal code, when there was one.
     pub fn code(&self) -> Option<RefuseCode> {
         match self {
-            HandshakeError::RefusedByPeer { refusal, .. } | HandshakeError::RefusedPeer(refusal) => Some(refusal.code),
+            HandshakeError::RefusedByPeer { refusal, .. }
+            | HandshakeError::RefusedPeer(refusal) => Some(refusal.code),
             HandshakeError::Timeout(_) => Some(RefuseCode::Timeout),
             HandshakeError::Line(LineError::TooLong { .. }) => Some(RefuseCode::TooLong),
             HandshakeError::Line(_) => None,
@@ -59,14 +63,22 @@ where
     let exchange = async {
         let mut machine = GuestHandshake::new(key.clone(), software);
         let mut reader = LineReader::new(MAX_LINE);
-        stream.write_all(&machine.hello()).await.map_err(LineError::Io)?;
+        stream
+            .write_all(&machine.hello())
+            .await
+            .map_err(LineError::Io)?;
         loop {
             let line = reader.read_line(stream).await?;
             match machine.receive(&line) {
-                Ok(GuestStep::Send(reply)) => stream.write_all(&reply).await.map_err(LineError::Io)?,
+                Ok(GuestStep::Send(reply)) => {
+                    stream.write_all(&reply).await.map_err(LineError::Io)?
+                }
                 Ok(GuestStep::Welcomed(welcome)) => return Ok((welcome, reader.into_leftover())),
                 Err(refusal) if is_from_peer(&line) => {
-                    return Err(HandshakeError::RefusedByPeer { peer: "host agent", refusal })
+                    return Err(HandshakeError::RefusedByPeer {
+                        peer: "host agent",
+                        refusal,
+                    })
                 }
                 Err(refusal) => {
                     let _ = stream.write_all(&refusal.to_line()).await;
@@ -107,10 +119,15 @@ where
                 Err(e) => return Err(e.into()),
             };
             match machine.receive(&line) {
-                Ok(AgentStep::Send(reply)) => stream.write_all(&reply).await.map_err(LineError::Io)?,
+                Ok(AgentStep::Send(reply)) => {
+                    stream.write_all(&reply).await.map_err(LineError::Io)?
+                }
                 Ok(AgentStep::Authenticated(auth)) => return Ok((auth, reader.into_leftover())),
                 Err(refusal) if is_from_peer(&line) => {
-                    return Err(HandshakeError::RefusedByPeer { peer: "guest", refusal })
+                    return Err(HandshakeError::RefusedByPeer {
+                        peer: "guest",
+                        refusal,
+                    })
                 }
                 Err(refusal) => {
                     let _ = stream.write_all(&refusal.to_line()).await;
@@ -127,7 +144,11 @@ where
                 format!("the handshake did not finish within {deadline:?}"),
             );
             // Best effort: a stalled peer may not be reading either.
-            let _ = tokio::time::timeout(Duration::from_millis(100), stream.write_all(&refusal.to_line())).await;
+            let _ = tokio::time::timeout(
+                Duration::from_millis(100),
+                stream.write_all(&refusal.to_line()),
+            )
+            .await;
             Err(HandshakeError::Timeout(deadline))
         }
     }
@@ -147,11 +168,16 @@ mod tests {
     use crate::handshake::HostInfo;
     use tokio::io::AsyncReadExt;
 
-    async fn pair(guest_key: Key, agent_key: Key) -> (Result<Welcome, HandshakeError>, Result<(), HandshakeError>) {
+    async fn pair(
+        guest_key: Key,
+        agent_key: Key,
+    ) -> (Result<Welcome, HandshakeError>, Result<(), HandshakeError>) {
         let (mut g, mut a) = tokio::io::duplex(64);
         let agent = tokio::spawn(async move {
             let (auth, _) = agent_handshake(&mut a, &agent_key, HANDSHAKE_DEADLINE).await?;
-            a.write_all(&auth.welcome(HostInfo::default())).await.unwrap();
+            a.write_all(&auth.welcome(HostInfo::default()))
+                .await
+                .unwrap();
             a.write_all(b"X11!").await.unwrap();
             Ok(())
         });
@@ -184,8 +210,14 @@ mod tests {
     async fn wrong_key_is_refused_on_both_sides_with_the_reason() {
         let (guest, agent) = pair(Key::generate(), Key::generate()).await;
         let guest = guest.unwrap_err();
-        assert!(matches!(guest, HandshakeError::RefusedByPeer { .. }), "{guest:?}");
-        assert!(guest.to_string().contains("refused by the host agent"), "{guest}");
+        assert!(
+            matches!(guest, HandshakeError::RefusedByPeer { .. }),
+            "{guest:?}"
+        );
+        assert!(
+            guest.to_string().contains("refused by the host agent"),
+            "{guest}"
+        );
         assert!(guest.to_string().contains("guest.key"), "{guest}");
         let agent = agent.unwrap_err();
         assert_eq!(agent.code(), Some(RefuseCode::BadProof));
@@ -195,7 +227,9 @@ mod tests {
     async fn a_stalled_guest_hits_the_deadline() {
         let (mut g, mut a) = tokio::io::duplex(64);
         g.write_all(b"{\"type\":\"hel").await.unwrap();
-        let err = agent_handshake(&mut a, &Key::generate(), Duration::from_millis(50)).await.unwrap_err();
+        let err = agent_handshake(&mut a, &Key::generate(), Duration::from_millis(50))
+            .await
+            .unwrap_err();
         assert!(matches!(err, HandshakeError::Timeout(_)));
         let mut sent = vec![0; 256];
         let n = g.read(&mut sent).await.unwrap();
@@ -216,7 +250,9 @@ mod tests {
             }
             (g, written)
         });
-        let err = agent_handshake(&mut a, &Key::generate(), HANDSHAKE_DEADLINE).await.unwrap_err();
+        let err = agent_handshake(&mut a, &Key::generate(), HANDSHAKE_DEADLINE)
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Some(RefuseCode::TooLong));
         drop(a);
         let (_g, _written) = writer.await.unwrap();
@@ -226,7 +262,9 @@ mod tests {
     async fn garbage_is_refused_as_malformed() {
         let (mut g, mut a) = tokio::io::duplex(256);
         g.write_all(b"\x16\x03\x01 hello?\n").await.unwrap();
-        let err = agent_handshake(&mut a, &Key::generate(), HANDSHAKE_DEADLINE).await.unwrap_err();
+        let err = agent_handshake(&mut a, &Key::generate(), HANDSHAKE_DEADLINE)
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Some(RefuseCode::Malformed));
         assert!(err.to_string().contains("not an xbridge message"), "{err}");
     }

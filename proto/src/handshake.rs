@@ -153,7 +153,8 @@ impl Message {
 }
 
 fn proof(key: &Key, label: &[u8], first: &[u8], second: &[u8]) -> Hmac<Sha256> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes any key length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes any key length");
     mac.update(label);
     mac.update(first);
     mac.update(second);
@@ -309,7 +310,12 @@ impl AgentHandshake {
             (Message::Hello { version, .. }, None) if version != PROTOCOL_VERSION => {
                 Err(version_mismatch("guest", version))
             }
-            (Message::Hello { nonce, software, .. }, None) => {
+            (
+                Message::Hello {
+                    nonce, software, ..
+                },
+                None,
+            ) => {
                 self.guest_nonce = Some(decode_nonce(&nonce, "guest")?);
                 self.software = software.chars().take(80).collect();
                 Ok(AgentStep::Send(
@@ -442,7 +448,9 @@ mod tests {
         // The agent's welcome is computed under a different key than the guest's.
         let mut guest = GuestHandshake::new(Key::generate(), "test");
         let mut agent = AgentHandshake::new(Key::generate());
-        let AgentStep::Send(challenge) = agent.receive(&strip(guest.hello())).unwrap() else { panic!() };
+        let AgentStep::Send(challenge) = agent.receive(&strip(guest.hello())).unwrap() else {
+            panic!()
+        };
         guest.receive(&strip(challenge)).unwrap();
         let impostor = Authenticated {
             key: Key::generate(),
@@ -450,7 +458,9 @@ mod tests {
             agent_nonce: [0; NONCE_LEN],
             software: String::new(),
         };
-        let refusal = guest.receive(&strip(impostor.welcome(HostInfo::default()))).unwrap_err();
+        let refusal = guest
+            .receive(&strip(impostor.welcome(HostInfo::default())))
+            .unwrap_err();
         assert_eq!(refusal.code, RefuseCode::BadProof);
         assert!(refusal.reason.contains("agent could not prove"));
     }
@@ -461,9 +471,16 @@ mod tests {
         let mut guest = GuestHandshake::new(key.clone(), "test");
         let hello = strip(guest.hello());
         let mut first = AgentHandshake::new(key.clone());
-        let AgentStep::Send(challenge) = first.receive(&hello).unwrap() else { panic!() };
-        let GuestStep::Send(auth) = guest.receive(&strip(challenge)).unwrap() else { panic!() };
-        assert!(matches!(first.receive(&strip(auth.clone())), Ok(AgentStep::Authenticated(_))));
+        let AgentStep::Send(challenge) = first.receive(&hello).unwrap() else {
+            panic!()
+        };
+        let GuestStep::Send(auth) = guest.receive(&strip(challenge)).unwrap() else {
+            panic!()
+        };
+        assert!(matches!(
+            first.receive(&strip(auth.clone())),
+            Ok(AgentStep::Authenticated(_))
+        ));
         // An eavesdropper replays hello and auth against a new session: the agent's fresh nonce differs.
         let mut second = AgentHandshake::new(key);
         second.receive(&hello).unwrap();
@@ -475,10 +492,14 @@ mod tests {
     fn unknown_version_names_both() {
         let guest = GuestHandshake::new(Key::generate(), "test");
         let mut agent = AgentHandshake::new(Key::generate());
-        let refusal = agent.receive(&strip(guest.hello_with_version(7))).unwrap_err();
+        let refusal = agent
+            .receive(&strip(guest.hello_with_version(7)))
+            .unwrap_err();
         assert_eq!(refusal.code, RefuseCode::Version);
         assert!(refusal.reason.contains("version 7"), "{}", refusal.reason);
-        assert!(refusal.reason.contains(&format!("version {PROTOCOL_VERSION}")));
+        assert!(refusal
+            .reason
+            .contains(&format!("version {PROTOCOL_VERSION}")));
     }
 
     #[test]
@@ -487,9 +508,13 @@ mod tests {
         let refusal = agent.receive(b"GET / HTTP/1.1").unwrap_err();
         assert_eq!(refusal.code, RefuseCode::Malformed);
         assert!(refusal.reason.contains("not an xbridge message"));
-        let refusal = agent.receive(br#"{"type":"auth","proof":"00"}"#).unwrap_err();
+        let refusal = agent
+            .receive(br#"{"type":"auth","proof":"00"}"#)
+            .unwrap_err();
         assert!(refusal.reason.contains("out of turn"), "{}", refusal.reason);
-        let refusal = agent.receive(br#"{"type":"hello","version":1,"nonce":"zz","software":""}"#).unwrap_err();
+        let refusal = agent
+            .receive(br#"{"type":"hello","version":1,"nonce":"zz","software":""}"#)
+            .unwrap_err();
         assert!(refusal.reason.contains("nonce"));
     }
 

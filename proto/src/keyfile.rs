@@ -68,12 +68,9 @@ impl Key {
     pub fn from_hex(text: &str) -> Result<Self, String> {
         let text = text.trim();
         let bytes = hex::decode(text).map_err(|e| format!("not hex: {e}"))?;
-        let bytes: [u8; KEY_LEN] = bytes.try_into().map_err(|b: Vec<u8>| {
-            format!(
-                "{} bytes where {KEY_LEN} are needed",
-                b.len()
-            )
-        })?;
+        let bytes: [u8; KEY_LEN] = bytes
+            .try_into()
+            .map_err(|b: Vec<u8>| format!("{} bytes where {KEY_LEN} are needed", b.len()))?;
         Ok(Key(bytes))
     }
 
@@ -150,11 +147,18 @@ mod tests {
         assert_eq!(Key::load(&path).unwrap(), key);
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let dir_mode = fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777;
+        let dir_mode = fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(dir_mode, 0o700);
         let text = fs::read_to_string(&path).unwrap();
         assert_eq!(text.len(), 65);
-        assert!(matches!(Key::create(&path, false), Err(KeyError::Exists { .. })));
+        assert!(matches!(
+            Key::create(&path, false),
+            Err(KeyError::Exists { .. })
+        ));
         assert_ne!(Key::create(&path, true).unwrap(), key);
     }
 
@@ -165,14 +169,19 @@ mod tests {
         Key::create(&path, false).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         let message = Key::load(&path).unwrap_err().to_string();
-        assert!(message.contains(&format!("chmod 600 {}", path.display())), "{message}");
+        assert!(
+            message.contains(&format!("chmod 600 {}", path.display())),
+            "{message}"
+        );
         assert!(message.contains("0644"), "{message}");
     }
 
     #[test]
     fn malformed_keys_are_refused() {
         assert!(Key::from_hex("abc").is_err());
-        assert!(Key::from_hex(&"ab".repeat(31)).unwrap_err().contains("31 bytes"));
+        assert!(Key::from_hex(&"ab".repeat(31))
+            .unwrap_err()
+            .contains("31 bytes"));
         assert!(Key::from_hex(&format!("{}\n", "ab".repeat(32))).is_ok());
     }
 
@@ -183,7 +192,10 @@ mod tests {
     }
 
     fn tempdir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("xbridge-key-test-{}", hex::encode(crate::random_bytes::<8>())));
+        let dir = std::env::temp_dir().join(format!(
+            "xbridge-key-test-{}",
+            hex::encode(crate::random_bytes::<8>())
+        ));
         fs::create_dir_all(&dir).unwrap();
         dir
     }

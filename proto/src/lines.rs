@@ -39,7 +39,10 @@ impl LineReader {
     ///
     /// Never holds more than `max` bytes: a peer sending an endless line is cut off after
     /// `max` bytes have been read.
-    pub async fn read_line<R: AsyncRead + Unpin>(&mut self, stream: &mut R) -> Result<Vec<u8>, LineError> {
+    pub async fn read_line<R: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut R,
+    ) -> Result<Vec<u8>, LineError> {
         let mut scanned = 0;
         loop {
             if let Some(pos) = self.buf[scanned..].iter().position(|&b| b == b'\n') {

@@ -130,7 +130,11 @@ impl SetupRequest {
         if buf.len() < total {
             return Ok(None);
         }
-        let byte_order = if header[0] == b'l' { ByteOrder::Little } else { ByteOrder::Big };
+        let byte_order = if header[0] == b'l' {
+            ByteOrder::Little
+        } else {
+            ByteOrder::Big
+        };
         let u16_at = |i: usize| byte_order.read_u16([header[i], header[i + 1]]);
         let n = u16_at(6) as usize;
         let d = u16_at(8) as usize;
@@ -286,20 +290,30 @@ mod tests {
         let cookie: Vec<u8> = (0xa0..0xb0u8).collect();
         for (bytes, expected) in [(LE_ODD, le_cookie()), (BE_ODD, be_cookie())] {
             let (req, _) = SetupRequest::parse(bytes).unwrap().unwrap();
-            assert_eq!(req.with_auth(b"MIT-MAGIC-COOKIE-1", &cookie).encode(), expected);
+            assert_eq!(
+                req.with_auth(b"MIT-MAGIC-COOKIE-1", &cookie).encode(),
+                expected
+            );
         }
         // And back to odd lengths, which need padding again.
         let (req, _) = SetupRequest::parse(&be_cookie()).unwrap().unwrap();
         assert_eq!(req.with_auth(b"abc", &[1, 2, 3, 4, 5]).encode(), BE_ODD);
         // Removing the authorization entirely leaves the bare 12-byte header.
         let (req, _) = SetupRequest::parse(LE_ODD).unwrap().unwrap();
-        assert_eq!(req.with_auth(b"", b"").encode(), [b'l', 0, 11, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            req.with_auth(b"", b"").encode(),
+            [b'l', 0, 11, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
     }
 
     #[test]
     fn one_byte_at_a_time_needs_more_until_complete() {
         for len in 0..LE_ODD.len() {
-            assert_eq!(SetupRequest::parse(&LE_ODD[..len]).unwrap(), None, "at {len}");
+            assert_eq!(
+                SetupRequest::parse(&LE_ODD[..len]).unwrap(),
+                None,
+                "at {len}"
+            );
         }
         assert!(SetupRequest::parse(LE_ODD).unwrap().is_some());
     }
@@ -308,11 +322,20 @@ mod tests {
     fn oversized_lengths_are_refused_from_the_header() {
         let mut huge = LE_ODD[..12].to_vec();
         huge[6..8].copy_from_slice(&0xffffu16.to_le_bytes());
-        assert_eq!(SetupRequest::parse(&huge), Err(SetupError::NameTooLong(0xffff)));
+        assert_eq!(
+            SetupRequest::parse(&huge),
+            Err(SetupError::NameTooLong(0xffff))
+        );
         let mut huge = BE_ODD[..12].to_vec();
         huge[8..10].copy_from_slice(&0x1000u16.to_be_bytes());
-        assert_eq!(SetupRequest::parse(&huge), Err(SetupError::DataTooLong(0x1000)));
-        assert_eq!(SetupRequest::parse(b"GET / HTTP/1.1"), Err(SetupError::ByteOrder(b'G')));
+        assert_eq!(
+            SetupRequest::parse(&huge),
+            Err(SetupError::DataTooLong(0x1000))
+        );
+        assert_eq!(
+            SetupRequest::parse(b"GET / HTTP/1.1"),
+            Err(SetupError::ByteOrder(b'G'))
+        );
     }
 
     #[test]
@@ -341,11 +364,15 @@ mod tests {
     async fn read_setup_request_keeps_what_follows() {
         let mut stream: Vec<u8> = LE_ODD[3..].to_vec();
         stream.extend_from_slice(b"REQS");
-        let (req, rest) = read_setup_request(&mut &stream[..], LE_ODD[..3].to_vec()).await.unwrap();
+        let (req, rest) = read_setup_request(&mut &stream[..], LE_ODD[..3].to_vec())
+            .await
+            .unwrap();
         assert_eq!(req.auth_name, b"abc");
         // Reads stop at the end of the request, so the rest stays in the stream.
         assert!(rest.is_empty());
-        let err = read_setup_request(&mut &LE_ODD[5..10], LE_ODD[..5].to_vec()).await.unwrap_err();
+        let err = read_setup_request(&mut &LE_ODD[5..10], LE_ODD[..5].to_vec())
+            .await
+            .unwrap_err();
         assert_eq!(err, SetupError::Truncated);
     }
 }

@@ -102,11 +102,17 @@ mod tests {
 
     #[test]
     fn written_file_is_private_and_reads_back() {
-        let dir = std::env::temp_dir().join(format!("xbridge-xauth-{}", hex::encode(crate::random_bytes::<8>())));
+        let dir = std::env::temp_dir().join(format!(
+            "xbridge-xauth-{}",
+            hex::encode(crate::random_bytes::<8>())
+        ));
         fs::create_dir_all(&dir).unwrap();
         let path = dir.join("auth");
         write_cookie_file(&path, 7, &[9; 16]).unwrap();
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(server_cookie(&path, 7).unwrap(), Some(vec![9; 16]));
         // Hand-checked encoding: family, "", "7", name, 16 bytes.
         let bytes = fs::read(&path).unwrap();
@@ -119,8 +125,14 @@ mod tests {
     fn server_cookie_prefers_the_display_number() {
         let mut bytes = Vec::new();
         for (number, data) in [(b"1".to_vec(), vec![1; 16]), (b"3".to_vec(), vec![3; 16])] {
-            Entry { family: 256, address: b"host".to_vec(), number, name: MIT_MAGIC_COOKIE_1.to_vec(), data }
-                .encode(&mut bytes);
+            Entry {
+                family: 256,
+                address: b"host".to_vec(),
+                number,
+                name: MIT_MAGIC_COOKIE_1.to_vec(),
+                data,
+            }
+            .encode(&mut bytes);
         }
         let entries = parse_entries(&bytes).unwrap();
         assert_eq!(entries.len(), 2);

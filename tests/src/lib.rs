@@ -21,15 +21,24 @@ pub fn require(program: &str) -> PathBuf {
         .chain([PathBuf::from("/usr/bin")])
         .map(|d| d.join(program))
         .find(|p| p.is_file());
-    found.unwrap_or_else(|| panic!("`{program}` is not installed; run `cargo xtask deps` or `sudo {APT_LINE}`"))
+    found.unwrap_or_else(|| {
+        panic!("`{program}` is not installed; run `cargo xtask deps` or `sudo {APT_LINE}`")
+    })
 }
 
 /// A workspace binary, built by `cargo test --workspace`.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
     let path = dir.join(name);
-    assert!(path.is_file(), "{} is missing; run `cargo test --workspace` (or `cargo xtask test`) so it is built", path.display());
+    assert!(
+        path.is_file(),
+        "{} is missing; run `cargo test --workspace` (or `cargo xtask test`) so it is built",
+        path.display()
+    );
     path
 }
 
@@ -58,7 +67,10 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>
         if let Some(v) = f() {
             return v;
         }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(100));
     }
@@ -66,7 +78,10 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>
 
 /// A private temporary directory.
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("xbridge-e2e-").tempdir().expect("tempdir")
+    tempfile::Builder::new()
+        .prefix("xbridge-e2e-")
+        .tempdir()
+        .expect("tempdir")
 }
 
 /// A real Xvfb standing in for the host display, with its own cookie.
@@ -105,7 +120,13 @@ impl Xvfb {
         let process = Guard(command.spawn().expect("spawn Xvfb"));
         drop(write);
         let number = read_number(&mut read, "Xvfb");
-        Xvfb { number, cookie, xauthority, _process: process, _dir: dir }
+        Xvfb {
+            number,
+            cookie,
+            xauthority,
+            _process: process,
+            _dir: dir,
+        }
     }
 
     pub fn display(&self) -> String {
@@ -123,7 +144,10 @@ pub fn connect_with(number: u16, cookie: Option<&[u8]>) -> x11rb::rust_connectio
     try_connect_with(number, cookie).unwrap_or_else(|e| panic!("cannot connect to :{number}: {e}"))
 }
 
-pub fn try_connect_with(number: u16, cookie: Option<&[u8]>) -> Result<x11rb::rust_connection::RustConnection, String> {
+pub fn try_connect_with(
+    number: u16,
+    cookie: Option<&[u8]>,
+) -> Result<x11rb::rust_connection::RustConnection, String> {
     use x11rb::rust_connection::{DefaultStream, RustConnection};
     let addr = x11rb_protocol_address(number);
     let (stream, _) = DefaultStream::connect(&addr).map_err(|e| e.to_string())?;
@@ -131,7 +155,8 @@ pub fn try_connect_with(number: u16, cookie: Option<&[u8]>) -> Result<x11rb::rus
         Some(c) => (b"MIT-MAGIC-COOKIE-1".to_vec(), c.to_vec()),
         None => (Vec::new(), Vec::new()),
     };
-    RustConnection::connect_to_stream_with_auth_info(stream, 0, name, data).map_err(|e| e.to_string())
+    RustConnection::connect_to_stream_with_auth_info(stream, 0, name, data)
+        .map_err(|e| e.to_string())
 }
 
 fn x11rb_protocol_address(number: u16) -> x11rb_protocol::parse_display::ConnectAddress<'static> {
@@ -162,8 +187,12 @@ pub fn clear_cloexec_in_child(command: &mut Command, fd: i32) {
 /// Reads `N\n` written to a -displayfd.
 pub fn read_number(read: &mut impl Read, who: &str) -> u16 {
     let mut line = String::new();
-    BufReader::new(read).read_line(&mut line).expect("read displayfd");
-    line.trim().parse().unwrap_or_else(|_| panic!("{who} wrote `{line}` to -displayfd"))
+    BufReader::new(read)
+        .read_line(&mut line)
+        .expect("read displayfd");
+    line.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{who} wrote `{line}` to -displayfd"))
 }
 
 /// A pairing key in a private file.
@@ -194,12 +223,34 @@ impl Agent {
         let dir = tempdir();
         let (key, key_path) = key_file(dir.path());
         let socket = dir.path().join("agent.sock");
-        let process = Self::spawn(display, xauthority, &key_path, &format!("unix:{}", socket.display()), extra, dir.path());
-        wait_for(Duration::from_secs(10), "host-agent to listen", || std::os::unix::net::UnixStream::connect(&socket).ok());
-        Agent { socket, key, key_path, process, dir }
+        let process = Self::spawn(
+            display,
+            xauthority,
+            &key_path,
+            &format!("unix:{}", socket.display()),
+            extra,
+            dir.path(),
+        );
+        wait_for(Duration::from_secs(10), "host-agent to listen", || {
+            std::os::unix::net::UnixStream::connect(&socket).ok()
+        });
+        Agent {
+            socket,
+            key,
+            key_path,
+            process,
+            dir,
+        }
     }
 
-    pub fn spawn(display: &str, xauthority: &Path, key: &Path, listen: &str, extra: &[&str], logdir: &Path) -> Guard {
+    pub fn spawn(
+        display: &str,
+        xauthority: &Path,
+        key: &Path,
+        listen: &str,
+        extra: &[&str],
+        logdir: &Path,
+    ) -> Guard {
         let log = std::fs::File::create(logdir.join("agent.log")).expect("agent log");
         Guard(
             Command::new(bin("host-agent"))
@@ -229,13 +280,26 @@ impl Agent {
 /// Connects to an agent's unix socket and completes the guest's handshake. Returns the stream,
 /// ready for X11.
 pub fn guest_stream(socket: &Path, key: &Key) -> Result<std::os::unix::net::UnixStream, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async {
-        let mut stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| e.to_string())?;
-        let (_, leftover) = xbridge_proto::exchange::guest_handshake(&mut stream, key, "e2e", Duration::from_secs(5))
+        let mut stream = tokio::net::UnixStream::connect(socket)
             .await
             .map_err(|e| e.to_string())?;
-        assert!(leftover.is_empty(), "the agent sent X11 bytes before our setup request");
+        let (_, leftover) = xbridge_proto::exchange::guest_handshake(
+            &mut stream,
+            key,
+            "e2e",
+            Duration::from_secs(5),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        assert!(
+            leftover.is_empty(),
+            "the agent sent X11 bytes before our setup request"
+        );
         let std = stream.into_std().map_err(|e| e.to_string())?;
         std.set_nonblocking(false).map_err(|e| e.to_string())?;
         Ok(std)
@@ -247,26 +311,36 @@ pub fn bridged(socket: &Path, key: &Key) -> x11rb::rust_connection::RustConnecti
     use x11rb::rust_connection::{DefaultStream, RustConnection};
     let stream = guest_stream(socket, key).expect("handshake with agent");
     let (stream, _) = DefaultStream::from_unix_stream(stream).expect("stream");
-    RustConnection::connect_to_stream_with_auth_info(stream, 0, Vec::new(), Vec::new()).expect("X11 setup through the agent")
+    RustConnection::connect_to_stream_with_auth_info(stream, 0, Vec::new(), Vec::new())
+        .expect("X11 setup through the agent")
 }
 
 /// Whether a process still exists (and is not a zombie).
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.split(") ").nth(1).is_some_and(|rest| rest.starts_with('Z')),
+        Ok(stat) => !stat
+            .split(") ")
+            .nth(1)
+            .is_some_and(|rest| rest.starts_with('Z')),
         Err(_) => false,
     }
 }
 
 /// Descendants of `pid`, from /proc.
 pub fn children_of(pid: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|p| {
             std::fs::read_to_string(format!("/proc/{p}/stat"))
                 .ok()
-                .and_then(|s| s.rsplit(") ").next().map(|r| r.split(' ').nth(1).map(str::to_owned)))
+                .and_then(|s| {
+                    s.rsplit(") ")
+                        .next()
+                        .map(|r| r.split(' ').nth(1).map(str::to_owned))
+                })
                 .flatten()
                 .and_then(|pp| pp.parse::<u32>().ok())
                 == Some(pid)
@@ -291,7 +365,8 @@ pub fn free_display() -> u16 {
     let base = 300 + (std::process::id() % 50) as u16 * 4;
     loop {
         let n = base + NEXT.fetch_add(1, Ordering::Relaxed);
-        let in_use = Path::new(&format!("/tmp/.X{n}-lock")).exists() || Path::new(&format!("/tmp/.X11-unix/X{n}")).exists();
+        let in_use = Path::new(&format!("/tmp/.X{n}-lock")).exists()
+            || Path::new(&format!("/tmp/.X11-unix/X{n}")).exists();
         if !in_use {
             return n;
         }

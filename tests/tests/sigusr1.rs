@@ -17,14 +17,20 @@ fn block_sigusr1() -> libc::sigset_t {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGUSR1);
-        assert_eq!(libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()), 0);
+        assert_eq!(
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()),
+            0
+        );
         set
     }
 }
 
 /// Waits for SIGUSR1; returns the sender's pid.
 fn wait_usr1(set: &libc::sigset_t, limit: Duration) -> Option<i32> {
-    let timeout = libc::timespec { tv_sec: limit.as_secs() as _, tv_nsec: limit.subsec_nanos() as _ };
+    let timeout = libc::timespec {
+        tv_sec: limit.as_secs() as _,
+        tv_nsec: limit.subsec_nanos() as _,
+    };
     // SAFETY: siginfo_t is plain data filled by the call.
     unsafe {
         let mut info: libc::siginfo_t = std::mem::zeroed();
@@ -35,12 +41,21 @@ fn wait_usr1(set: &libc::sigset_t, limit: Duration) -> Option<i32> {
 /// Spawns the wrapper as a display manager would; `ask` = start it with SIGUSR1 ignored.
 fn spawn(guest: &GuestConfig, n: u16, auth: &std::path::Path, ask: bool) -> Guard {
     let mut command = Command::new(bin("guest-xwrap"));
-    command.arg("--config").arg(&guest.path).arg(format!(":{n}")).arg("-auth").arg(auth).stderr(Stdio::null());
+    command
+        .arg("--config")
+        .arg(&guest.path)
+        .arg(format!(":{n}"))
+        .arg("-auth")
+        .arg(auth)
+        .stderr(Stdio::null());
     use std::os::unix::process::CommandExt;
     // SAFETY: signal and sigprocmask are async-signal-safe.
     unsafe {
         command.pre_exec(move || {
-            libc::signal(libc::SIGUSR1, if ask { libc::SIG_IGN } else { libc::SIG_DFL });
+            libc::signal(
+                libc::SIGUSR1,
+                if ask { libc::SIG_IGN } else { libc::SIG_DFL },
+            );
             let mut none: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut none);
             libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
@@ -76,18 +91,32 @@ fn main() {
         match wait_usr1(&set, Duration::from_secs(30)) {
             Some(pid) if pid == wrapper.pid() as i32 => {
                 if let Err(e) = try_connect_with(n, Some(&cookie)) {
-                    failures.push(format!("trial {trial}: signalled, but a client could not connect at once: {e}"));
+                    failures.push(format!(
+                        "trial {trial}: signalled, but a client could not connect at once: {e}"
+                    ));
                 }
             }
-            Some(pid) => failures.push(format!("trial {trial}: SIGUSR1 from pid {pid} ({}), not the wrapper {}", std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default().replace('\0', " "), wrapper.pid())),
-            None => failures.push(format!("trial {trial}: no SIGUSR1 within 30 s; log:\n{}", guest.log_text())),
+            Some(pid) => failures.push(format!(
+                "trial {trial}: SIGUSR1 from pid {pid} ({}), not the wrapper {}",
+                std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                    .unwrap_or_default()
+                    .replace('\0', " "),
+                wrapper.pid()
+            )),
+            None => failures.push(format!(
+                "trial {trial}: no SIGUSR1 within 30 s; log:\n{}",
+                guest.log_text()
+            )),
         }
         if !failures.is_empty() {
             break;
         }
         stop(wrapper, &set);
     }
-    println!("test sigusr1_from_the_wrapper_and_never_early ({TRIALS} trials) ... {}", if failures.is_empty() { "ok" } else { "FAILED" });
+    println!(
+        "test sigusr1_from_the_wrapper_and_never_early ({TRIALS} trials) ... {}",
+        if failures.is_empty() { "ok" } else { "FAILED" }
+    );
     if !failures.is_empty() {
         eprintln!("{}", failures.join("\n"));
         std::process::exit(1);
@@ -102,25 +131,49 @@ fn main() {
     let second = wait_usr1(&set, Duration::from_secs(30));
     let relayed = first == Some(wrapper.pid() as i32) && second == Some(wrapper.pid() as i32);
     if !relayed {
-        failures.push(format!("SIGHUP reset: first {first:?}, second {second:?}, wrapper {}", wrapper.pid()));
+        failures.push(format!(
+            "SIGHUP reset: first {first:?}, second {second:?}, wrapper {}",
+            wrapper.pid()
+        ));
     }
     try_connect_with(n, Some(&cookie)).expect("display answers after the reset");
     stop(wrapper, &set);
-    println!("test sighup_reset_relays_a_second_sigusr1 ... {}", if relayed { "ok" } else { "FAILED" });
+    println!(
+        "test sighup_reset_relays_a_second_sigusr1 ... {}",
+        if relayed { "ok" } else { "FAILED" }
+    );
 
     // Not asked: no signal at all, though the display comes up.
     let n = free_display();
     let wrapper = spawn(&guest, n, &auth, false);
-    wait_for(Duration::from_secs(30), "the nested display", || try_connect_with(n, Some(&cookie)).ok());
+    wait_for(Duration::from_secs(30), "the nested display", || {
+        try_connect_with(n, Some(&cookie)).ok()
+    });
     let unasked = wait_usr1(&set, Duration::from_millis(500));
     if let Some(pid) = unasked {
-        failures.push(format!("SIGUSR1 from {pid} although the parent did not ask"));
+        failures.push(format!(
+            "SIGUSR1 from {pid} although the parent did not ask"
+        ));
     }
     stop(wrapper, &set);
-    println!("test no_sigusr1_unless_asked ... {}", if unasked.is_none() { "ok" } else { "FAILED" });
+    println!(
+        "test no_sigusr1_unless_asked ... {}",
+        if unasked.is_none() { "ok" } else { "FAILED" }
+    );
 
-    let passed = 3 - [failures.iter().any(|f| f.starts_with("trial")), !relayed, unasked.is_some()].iter().filter(|&&b| b).count();
-    println!("\ntest result: {}. {passed} passed; {} failed", if failures.is_empty() { "ok" } else { "FAILED" }, 3 - passed);
+    let passed = 3 - [
+        failures.iter().any(|f| f.starts_with("trial")),
+        !relayed,
+        unasked.is_some(),
+    ]
+    .iter()
+    .filter(|&&b| b)
+    .count();
+    println!(
+        "\ntest result: {}. {passed} passed; {} failed",
+        if failures.is_empty() { "ok" } else { "FAILED" },
+        3 - passed
+    );
     if !failures.is_empty() {
         eprintln!("{}", failures.join("\n"));
         std::process::exit(1);

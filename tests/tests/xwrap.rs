@@ -13,7 +13,12 @@ fn xinit_runs_a_client(server: &str) {
     let guest = GuestConfig::for_agent(&agent, &format!("server = \"{server}\""));
     let n = free_display();
     let out = Command::new(require("xinit"))
-        .args([require("xdpyinfo").to_str().unwrap(), "-display", &format!(":{n}"), "--"])
+        .args([
+            require("xdpyinfo").to_str().unwrap(),
+            "-display",
+            &format!(":{n}"),
+            "--",
+        ])
         .arg(bin("guest-xwrap"))
         .arg(format!(":{n}"))
         .env("XBRIDGE_XWRAP_CONFIG", &guest.path)
@@ -23,9 +28,16 @@ fn xinit_runs_a_client(server: &str) {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains(&format!("name of display:    :{n}")), "xdpyinfo through {server} failed:\n{stdout}\n{}\nwrapper log:\n{}", String::from_utf8_lossy(&out.stderr), guest.log_text());
+    assert!(
+        stdout.contains(&format!("name of display:    :{n}")),
+        "xdpyinfo through {server} failed:\n{stdout}\n{}\nwrapper log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        guest.log_text()
+    );
     assert!(stdout.contains("640x480 pixels"), "{stdout}");
-    assert!(guest.log_text().contains("nested server accepts connections"));
+    assert!(guest
+        .log_text()
+        .contains("nested server accepts connections"));
 }
 
 #[test]
@@ -39,13 +51,20 @@ fn xinit_runs_the_wrapper_with_xnest() {
 }
 
 /// Spawns the wrapper as a display manager that reads `-displayfd` would.
-fn spawn_with_displayfd(guest: &GuestConfig, display: Option<u16>, auth: &std::path::Path) -> (Guard, std::os::unix::net::UnixStream) {
+fn spawn_with_displayfd(
+    guest: &GuestConfig,
+    display: Option<u16>,
+    auth: &std::path::Path,
+) -> (Guard, std::os::unix::net::UnixStream) {
     let (read, write) = std::os::unix::net::UnixStream::pair().unwrap();
     let fd = write.as_raw_fd();
     let mut command = Command::new(bin("guest-xwrap"));
     command.arg("--config").arg(&guest.path);
     command.args(display.map(|n| format!(":{n}")));
-    command.args(["-displayfd", &fd.to_string(), "-auth"]).arg(auth).args(["-nolisten", "tcp", "-noreset"]);
+    command
+        .args(["-displayfd", &fd.to_string(), "-auth"])
+        .arg(auth)
+        .args(["-nolisten", "tcp", "-noreset"]);
     command.stderr(Stdio::null());
     clear_cloexec_in_child(&mut command, fd);
     let child = Guard(command.spawn().unwrap());
@@ -66,8 +85,14 @@ fn displayfd_with_and_without_a_display_number_and_sigterm_cleans_up() {
             assert_eq!(n, asked);
         }
         let conn = connect_with(n, Some(&cookie));
-        assert_eq!(x11rb::connection::Connection::setup(&conn).roots[0].width_in_pixels, 640);
-        assert!(try_connect_with(n, Some(&[0u8; 16])).is_err(), "the nested display must demand the DM's cookie");
+        assert_eq!(
+            x11rb::connection::Connection::setup(&conn).roots[0].width_in_pixels,
+            640
+        );
+        assert!(
+            try_connect_with(n, Some(&[0u8; 16])).is_err(),
+            "the nested display must demand the DM's cookie"
+        );
         drop(conn);
         let pid = wrapper.pid();
         let nested = children_of(pid);
@@ -75,7 +100,11 @@ fn displayfd_with_and_without_a_display_number_and_sigterm_cleans_up() {
         // SAFETY: kill has no memory-safety preconditions.
         unsafe { libc::kill(pid as i32, libc::SIGTERM) };
         let status = wrapper.0.wait().unwrap();
-        assert_eq!(status.code(), Some(0), "SIGTERM ends the wrapper with exit 0");
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "SIGTERM ends the wrapper with exit 0"
+        );
         assert!(!alive(nested[0]), "nested server left behind");
     }
 }
@@ -94,7 +123,10 @@ fn a_killed_nested_server_makes_the_wrapper_fail() {
     let status = wrapper.0.wait().unwrap();
     assert!(!status.success(), "{status}");
     use std::os::unix::process::ExitStatusExt;
-    assert!(status.signal() == Some(libc::SIGKILL) || status.code() == Some(128 + libc::SIGKILL), "{status}");
+    assert!(
+        status.signal() == Some(libc::SIGKILL) || status.code() == Some(128 + libc::SIGKILL),
+        "{status}"
+    );
 }
 
 #[test]
@@ -106,8 +138,17 @@ fn the_wrapper_waits_for_a_late_agent() {
     let guest = GuestConfig::new(&format!("unix:{}", socket.display()), &key_path, "");
     let (auth, cookie) = guest.dm_auth();
     let (_wrapper, mut fd) = spawn_with_displayfd(&guest, None, &auth);
-    wait_for(Duration::from_secs(10), "a logged failed attempt", || guest.log_text().contains("retrying in").then_some(()));
-    let _agent = Agent::spawn(&xvfb.display(), &xvfb.xauthority, &key_path, &format!("unix:{}", socket.display()), &[], dir.path());
+    wait_for(Duration::from_secs(10), "a logged failed attempt", || {
+        guest.log_text().contains("retrying in").then_some(())
+    });
+    let _agent = Agent::spawn(
+        &xvfb.display(),
+        &xvfb.xauthority,
+        &key_path,
+        &format!("unix:{}", socket.display()),
+        &[],
+        dir.path(),
+    );
     let n = read_number(&mut fd, "guest-xwrap");
     connect_with(n, Some(&cookie));
 }
@@ -126,12 +167,23 @@ fn a_wrong_key_fails_with_the_key_file_and_the_refusal_named() {
     assert_eq!(rest, "", "nothing written to -displayfd on failure");
     assert!(!wrapper.0.wait().unwrap().success());
     let log = guest.log_text();
-    assert!(log.contains("refused by the host agent") && log.contains("guest.key"), "{log}");
+    assert!(
+        log.contains("refused by the host agent") && log.contains("guest.key"),
+        "{log}"
+    );
 }
 
 fn check(config: &std::path::Path) -> (bool, String) {
-    let out = Command::new(bin("guest-xwrap")).arg("check").arg("--config").arg(config).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = Command::new(bin("guest-xwrap"))
+        .arg("check")
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 #[test]
@@ -141,26 +193,46 @@ fn check_names_each_broken_link() {
     let good = GuestConfig::for_agent(&agent, "");
     let (ok, report) = check(&good.path);
     assert!(ok, "{report}");
-    assert_eq!(report.lines().filter(|l| l.starts_with("ok")).count(), 6, "{report}");
+    assert_eq!(
+        report.lines().filter(|l| l.starts_with("ok")).count(),
+        6,
+        "{report}"
+    );
 
     let down = GuestConfig::new("unix:/nonexistent/agent.sock", &agent.key_path, "");
     let (ok, report) = check(&down.path);
-    assert!(!ok && report.contains("FAIL agent reachable") && report.contains("start host-agent"), "{report}");
+    assert!(
+        !ok && report.contains("FAIL agent reachable") && report.contains("start host-agent"),
+        "{report}"
+    );
 
     let dir = tempdir();
     let (_, wrong) = key_file(dir.path());
     let (ok, report) = check(&GuestConfig::new(&agent.endpoint(), &wrong, "").path);
-    assert!(!ok && report.contains("FAIL handshake") && report.contains("pairing key"), "{report}");
+    assert!(
+        !ok && report.contains("FAIL handshake") && report.contains("pairing key"),
+        "{report}"
+    );
 
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&wrong, std::fs::Permissions::from_mode(0o640)).unwrap();
     let (ok, report) = check(&GuestConfig::new(&agent.endpoint(), &wrong, "").path);
-    assert!(!ok && report.contains("FAIL key file") && report.contains("chmod 600"), "{report}");
+    assert!(
+        !ok && report.contains("FAIL key file") && report.contains("chmod 600"),
+        "{report}"
+    );
 
-    let (ok, report) = check(&GuestConfig::for_agent(&agent, "server = \"/nonexistent/Xephyr\"").path);
-    assert!(!ok && report.contains("FAIL nested server") && report.contains("apt-get install"), "{report}");
+    let (ok, report) =
+        check(&GuestConfig::for_agent(&agent, "server = \"/nonexistent/Xephyr\"").path);
+    assert!(
+        !ok && report.contains("FAIL nested server") && report.contains("apt-get install"),
+        "{report}"
+    );
 
     std::fs::write(dir.path().join("bad.toml"), "agnet = 1").unwrap();
     let (ok, report) = check(&dir.path().join("bad.toml"));
-    assert!(!ok && report.contains("FAIL config") && report.contains("agnet"), "{report}");
+    assert!(
+        !ok && report.contains("FAIL config") && report.contains("agnet"),
+        "{report}"
+    );
 }
