@@ -163,7 +163,15 @@ mod tests {
     }
 
     /// (who, argv, display, auth, displayfd, passthrough, dropped)
-    type Case = (&'static str, &'static str, Option<u16>, Option<&'static str>, Option<RawFd>, &'static str, &'static str);
+    type Case = (
+        &'static str,
+        &'static str,
+        Option<u16>,
+        Option<&'static str>,
+        Option<RawFd>,
+        &'static str,
+        &'static str,
+    );
 
     #[test]
     fn display_managers() {
