@@ -36,7 +36,7 @@ pub fn bin(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(
         path.is_file(),
-        "{} is missing; run `cargo test --workspace` (or `cargo xtask test`) so it is built",
+        "{} is missing; run `cargo xtask test`, or `cargo build --workspace --bins` before `cargo test`",
         path.display()
     );
     path

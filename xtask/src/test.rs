@@ -36,6 +36,9 @@ pub fn run(extra: &[String]) -> anyhow::Result<ExitCode> {
         "-D",
         "warnings",
     ])?;
+    // The end-to-end tests run host-agent and guest-xwrap as real programs; `cargo test` only
+    // builds other packages' binaries as test harnesses, so build the real ones first.
+    cargo(&["build", "--workspace", "--bins"])?;
     let mut args = vec!["test", "--workspace"];
     args.extend(extra.iter().map(String::as_str));
     cargo(&args)?;
