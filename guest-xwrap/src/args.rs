@@ -129,6 +129,10 @@ pub fn nested_argv(
                 argv.extend(["-screen".to_owned(), format!("{w}x{h}")]);
             }
             argv.extend(["-title".to_owned(), look.title.clone()]);
+            // Xephyr's host-side cursor crashes it (SIGSEGV) when the host grants it only an
+            // untrusted authorization, as soon as a greeter sets a cursor; drawing the cursor
+            // itself avoids that path entirely.
+            argv.push("-sw-cursor".into());
             if look.fullscreen {
                 argv.push("-fullscreen".into());
             }
@@ -220,7 +224,7 @@ mod tests {
             nested_argv(Flavor::Xephyr, Some(3), &dm, &look, 9, &[]),
             argv(":3 -auth /a -displayfd 9 -screen 800x600 -title")
                 .into_iter()
-                .chain(["guest :3".into(), "-resizeable".into()])
+                .chain(["guest :3".into(), "-sw-cursor".into(), "-resizeable".into()])
                 .collect::<Vec<_>>()
         );
         let xnest = nested_argv(Flavor::Xnest, None, &dm, &look, 9, &["-br".into()]);
