@@ -135,7 +135,8 @@ pub async fn run(
         &key,
         Duration::from_secs(config.agent_wait_s),
     )
-    .await?;
+    .await
+    .with_context(|| format!("with key file {}", config.key_file.display()))?;
 
     let proxy = Arc::new(
         ProxyDisplay::bind(PROXY_DISPLAY_BASE).context("cannot create the proxy display")?,

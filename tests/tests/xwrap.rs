@@ -168,7 +168,8 @@ fn a_wrong_key_fails_with_the_key_file_and_the_refusal_named() {
     assert!(!wrapper.0.wait().unwrap().success());
     let log = guest.log_text();
     assert!(
-        log.contains("refused by the host agent") && log.contains("guest.key"),
+        log.contains("refused by the host agent")
+            && log.contains(&format!("with key file {}", wrong_key.display())),
         "{log}"
     );
 }
@@ -234,5 +235,45 @@ fn check_names_each_broken_link() {
     assert!(
         !ok && report.contains("FAIL config") && report.contains("agnet"),
         "{report}"
+    );
+}
+
+#[test]
+fn proxy_mode_serves_one_display_behind_its_cookie() {
+    let xvfb = Xvfb::start();
+    let agent = Agent::start(&xvfb, &[]);
+    let guest = GuestConfig::for_agent(&agent, "");
+    let n = free_display();
+    let mut proxy = Guard(
+        Command::new(bin("guest-xwrap"))
+            .args(["proxy", "--display", &format!(":{n}"), "--config"])
+            .arg(&guest.path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines =
+        std::io::BufRead::lines(std::io::BufReader::new(proxy.0.stdout.take().unwrap()));
+    assert_eq!(lines.next().unwrap().unwrap(), format!("DISPLAY=:{n}"));
+    let xauthority = lines
+        .next()
+        .unwrap()
+        .unwrap()
+        .strip_prefix("XAUTHORITY=")
+        .unwrap()
+        .to_owned();
+    let cookie = xbridge_proto::xauthority::server_cookie(std::path::Path::new(&xauthority), n)
+        .unwrap()
+        .unwrap();
+    let conn = connect_with(n, Some(&cookie));
+    assert_eq!(
+        x11rb::connection::Connection::setup(&conn).roots[0].width_in_pixels,
+        1024
+    );
+    let refused = try_connect_with(n, Some(&[7u8; 16])).unwrap_err();
+    assert!(
+        refused.contains("wrong or missing MIT-MAGIC-COOKIE-1"),
+        "{refused}"
     );
 }
