@@ -72,7 +72,7 @@ fn x_server(mode: cli::ServerMode, parent_wants_usr1: bool) -> ExitCode {
     }
     match runtime().block_on(server::run(config, dm, parent_wants_usr1)) {
         Ok(never) => match never {},
-        Err(e) => fail(format!("{e:#}")),
+        Err(e) => fail(xbridge_proto::report::chain(e.as_ref())),
     }
 }
 

@@ -32,8 +32,12 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            tracing::error!("{failure:#}");
-            eprintln!("host-agent: {failure:#}");
+            let line = match &failure {
+                Failure::Runtime(e) => xbridge_proto::report::chain(e.as_ref()),
+                Failure::Config(text) => text.clone(),
+            };
+            tracing::error!("{line}");
+            eprintln!("host-agent: {line}");
             ExitCode::from(failure.exit_code() as u8)
         }
     }

@@ -72,12 +72,24 @@ pub async fn serve(ctx: Arc<Context>, mut guest: BoxStream) -> Result<Transferre
     };
     guest.write_all(&auth.welcome(info)).await?;
 
-    let (request, rest) = tokio::time::timeout(
+    let read = tokio::time::timeout(
         ctx.handshake_deadline,
         read_setup_request(&mut guest, leftover),
     )
     .await
-    .map_err(|_| SessionError::SetupTimeout(ctx.handshake_deadline))??;
+    .map_err(|_| SessionError::SetupTimeout(ctx.handshake_deadline))?;
+    let (request, rest) = match read {
+        Ok(found) => found,
+        // guest-xwrap's preflight and `check` only handshake; that is a complete session.
+        Err(SetupError::NoRequest) => {
+            tracing::debug!("guest closed after the handshake (a preflight check)");
+            return Ok(Transferred {
+                to_host: 0,
+                to_guest: 0,
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
     let rewritten = request
         .with_auth(&credential.name, &credential.data)
         .encode();

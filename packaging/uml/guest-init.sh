@@ -14,6 +14,9 @@ for d in /tmp /run /var; do mount -t tmpfs -o mode=0755 tmpfs "$d"; done
 chmod 1777 /tmp
 mkdir -p /tmp/.X11-unix /var/log/xbridge /var/lib/xkb /var/run /run/xdm /run/xbridge
 chmod 1777 /tmp/.X11-unix
+if [ -d /xbridge/fontconfig ]; then
+    mkdir -p /var/cache/fontconfig && mount --bind /xbridge/fontconfig /var/cache/fontconfig
+fi
 chmod 700 /run/xbridge
 hostname "${XBRIDGE_HOSTNAME:-xbridge-guest}"
 
@@ -29,8 +32,13 @@ cat > /run/xbridge/xwrap.toml <<TOML
 agent = "${XBRIDGE_AGENT:-tcp:10.0.2.2:6010}"
 key_file = "/run/xbridge/guest.key"
 log_file = "/var/log/xbridge/xwrap.log"
-title = "${XBRIDGE_TITLE:-xbridge UML guest}"
+title = "${XBRIDGE_TITLE:-xbridge-uml-guest}"
+server = "${XBRIDGE_SERVER:-auto}"
 TOML
+# Tests name a host path that must not be visible here (the host's X cookie file).
+if [ -n "${XBRIDGE_PROBE:-}" ]; then
+    if [ -e "$XBRIDGE_PROBE" ]; then say "probe $XBRIDGE_PROBE VISIBLE"; else say "probe $XBRIDGE_PROBE absent"; fi
+fi
 XWRAP="/xbridge/bin/guest-xwrap --config /run/xbridge/xwrap.toml"
 
 case "${XBRIDGE_DM:-xdm}" in

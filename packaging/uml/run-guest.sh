@@ -4,6 +4,7 @@
 #
 #   run-guest.sh --mode tcp|exec --key KEYFILE --xwrap GUEST_XWRAP --work DIR
 #                [--dm xdm|xinit] [--port 6010] [--agent-cmd FILE] [--mem 256M]
+#                [--env NAME=VALUE]…   (passed to the guest's init; values without spaces)
 #
 # tcp:  the guest dials 10.0.2.2:PORT, which slirp maps to the host's 127.0.0.1:PORT, where
 #       host-agent listens.
@@ -14,7 +15,7 @@
 # bind mounts of the host's /usr, /etc, /bin, /sbin, /lib*, the directory of guest-xwrap, and
 # the directory of the pairing key; nothing else of the host is visible to the guest.
 set -eu
-mode=tcp dm=xdm port=6010 mem=256M key= xwrap= work= agent_cmd=
+mode=tcp dm=xdm port=6010 mem=256M key= xwrap= work= agent_cmd= extra_env=
 while [ $# -gt 0 ]; do
     case "$1" in
     --mode) mode=$2; shift 2 ;;
@@ -25,6 +26,7 @@ while [ $# -gt 0 ]; do
     --xwrap) xwrap=$2; shift 2 ;;
     --work) work=$2; shift 2 ;;
     --agent-cmd) agent_cmd=$2; shift 2 ;;
+    --env) extra_env="$extra_env $2"; shift 2 ;;
     --inside) inside=1; shift ;;
     *) echo "run-guest.sh: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -42,8 +44,10 @@ if [ -z "${inside:-}" ]; then
     # Root may mount directly; anyone else gets a user namespace of their own.
     if [ "$(id -u)" = 0 ]; then ns="--mount"; else ns="--user --map-root-user --mount"; fi
     # shellcheck disable=SC2086
+    set --
+    for e in $extra_env; do set -- "$@" --env "$e"; done
     exec unshare $ns --propagation private "$0" --inside --mode "$mode" --dm "$dm" --port "$port" \
-        --mem "$mem" --key "$key" --xwrap "$xwrap" --work "$work" ${agent_cmd:+--agent-cmd "$agent_cmd"}
+        --mem "$mem" --key "$key" --xwrap "$xwrap" --work "$work" ${agent_cmd:+--agent-cmd "$agent_cmd"} "$@"
 fi
 
 bind_ro() { # host path, path inside the guest root
@@ -58,6 +62,8 @@ done
 bind_ro "$(dirname "$xwrap")" /xbridge/bin
 bind_ro "$(dirname "$key")" /xbridge/key
 bind_ro "$here" /xbridge/init
+# The host's font cache spares the greeter a font scan on every boot.
+[ -d /var/cache/fontconfig ] && bind_ro /var/cache/fontconfig /xbridge/fontconfig
 for d in proc sys dev tmp run var; do mkdir -p "$root/$d"; done
 
 case "$mode" in
@@ -77,4 +83,4 @@ export TMPDIR="$work"
 exec linux.uml mem="$mem" hostfs="$root" rootfstype=hostfs rootflags=/ ro \
     init=/xbridge/init/guest-init.sh con=null con0=fd:0,fd:1 \
     eth0=slirp,,/usr/bin/slirp-fullbolt \
-    XBRIDGE_AGENT="$agent" XBRIDGE_DM="$dm" </dev/null
+    XBRIDGE_AGENT="$agent" XBRIDGE_DM="$dm" $extra_env </dev/null

@@ -5,6 +5,7 @@
 //! - [`keyfile`]: the pairing key file (generate, load, refuse loose permissions).
 //! - [`handshake`]: the sans-IO guest/agent handshake: messages, proofs and the two state machines.
 //! - [`lines`]: reading newline-delimited frames with a hard size cap.
+//! - [`report`]: error chains as one line for people.
 //! - [`exchange`]: drives the handshake over any async byte stream, under a deadline.
 //! - [`setup`]: X11 connection-setup requests in both byte orders; auth rewriting; `Failed` replies.
 //! - [`stream`]: the boxed byte-stream type every transport becomes.
@@ -17,6 +18,7 @@ pub mod exchange;
 pub mod handshake;
 pub mod keyfile;
 pub mod lines;
+pub mod report;
 pub mod setup;
 pub mod stream;
 pub mod xauthority;

@@ -75,6 +75,9 @@ pub enum SetupError {
     /// The stream ended before the request did.
     #[error("the X11 client closed the connection in the middle of its setup request")]
     Truncated,
+    /// The stream ended before any byte of a request: the peer only wanted the handshake.
+    #[error("the connection closed before an X11 setup request")]
+    NoRequest,
     /// The stream failed.
     #[error("reading the X11 setup request failed: {0}")]
     Io(String),
@@ -227,6 +230,9 @@ pub async fn read_setup_request<R: AsyncRead + Unpin>(
             .await
             .map_err(|e| SetupError::Io(e.to_string()))?;
         pending.truncate(start + n);
+        if n == 0 && start == 0 {
+            return Err(SetupError::NoRequest);
+        }
         if n == 0 {
             return Err(SetupError::Truncated);
         }
