@@ -40,6 +40,12 @@ if [ -n "${XBRIDGE_PROBE:-}" ]; then
     if [ -e "$XBRIDGE_PROBE" ]; then say "probe $XBRIDGE_PROBE VISIBLE"; else say "probe $XBRIDGE_PROBE absent"; fi
 fi
 XWRAP="/xbridge/bin/guest-xwrap --config /run/xbridge/xwrap.toml"
+if [ -n "${XBRIDGE_DEBUG:-}" ]; then
+    # Follow the wrapper's and the display manager's logs on the console.
+    XWRAP="$XWRAP -vv"
+    touch /var/log/xbridge/xwrap.log /var/log/xdm.log
+    tail -F /var/log/xbridge/xwrap.log /var/log/xdm.log &
+fi
 
 case "${XBRIDGE_DM:-xdm}" in
 xdm)
