@@ -69,6 +69,17 @@ xinit)
     xinit /usr/bin/xclock -update 1 -- $XWRAP :0
     say "xinit exited ($?)"
     ;;
+bench)
+    # X traffic through slirp and the agent, measured from inside the guest: a proxy display
+    # and x11perf against it. The same x11perf run on the host gives the baseline.
+    /xbridge/bin/guest-xwrap proxy --display :50 --config /run/xbridge/xwrap.toml > /run/xbridge/proxy.env &
+    sleep 1
+    XAUTHORITY=$(sed -n 's/^XAUTHORITY=//p' /run/xbridge/proxy.env)
+    export XAUTHORITY
+    for test in ${XBRIDGE_BENCH:--putimage100 -getimage100 -prop}; do
+        x11perf -display :50 -repeat 2 -time 2 "$test" 2>&1 | grep -E "reps|trep" | tail -1 | sed "s/^/xbridge-guest: bench $test: /"
+    done
+    ;;
 *)
     say "unknown XBRIDGE_DM=${XBRIDGE_DM}"
     ;;
