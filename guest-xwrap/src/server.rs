@@ -179,18 +179,19 @@ pub async fn run(
     tokio::pin!(deadline);
     let mut poll_every = Duration::from_millis(5);
     let terminates_when_idle = dm.passthrough.iter().any(|a| a == "-terminate");
-    let ready_number = loop {
+    let mut stop_requested = false;
+    let started_up = loop {
         if let Some(n) = number {
             if terminates_when_idle {
                 // A probe would be its last client and end it; -displayfd is its own word.
-                break n;
+                break Start::Ready(n);
             }
             let cookie = readiness::client_cookie(dm.auth.as_deref(), n)
                 .with_context(|| "cannot read the display manager's -auth file".to_string())?;
             let probed =
                 tokio::task::spawn_blocking(move || readiness::probe(n, cookie.as_deref())).await?;
             match probed {
-                Ok(()) => break n,
+                Ok(()) => break Start::Ready(n),
                 Err(e) => tracing::debug!("display :{n} not ready yet: {e}"),
             }
         }
@@ -201,6 +202,9 @@ pub async fn run(
                 if read == 0 {
                     // EOF without a number: the child is exiting; its status says why.
                     let status = nested.wait().await?;
+                    if stop_requested {
+                        break Start::Stopped(status);
+                    }
                     bail!("{} exited before it was ready ({status}); its own messages above say why", server.display());
                 }
                 number_text.push_str(&String::from_utf8_lossy(&chunk[..read]));
@@ -210,8 +214,16 @@ pub async fn run(
             }
             _ = usr1.recv() => child_signalled = true,
             () = tokio::time::sleep(poll_every), if number.is_some() => poll_every = (poll_every * 2).min(Duration::from_millis(100)),
-            status = nested.wait() => bail!("{} exited before it was ready ({}); its own messages above say why", server.display(), status?),
+            status = nested.wait() => {
+                let status = status?;
+                if stop_requested {
+                    break Start::Stopped(status);
+                }
+                bail!("{} exited before it was ready ({status}); its own messages above say why", server.display());
+            }
             signo = next_forwarded(&mut forwarded) => {
+                // A display manager giving up during start-up: the child's exit is then ours.
+                stop_requested |= matches!(signo, libc::SIGTERM | libc::SIGINT | libc::SIGQUIT);
                 tracing::debug!("forwarding signal {signo} during start-up");
                 child::send_signal(pid, signo);
             }
@@ -222,49 +234,58 @@ pub async fn run(
             }
         }
     };
-    tracing::info!(
-        display = ready_number,
-        ms = started.elapsed().as_millis() as u64,
-        "nested server accepts connections"
-    );
-    if !child_signalled {
-        // The child sends SIGUSR1 right after writing -displayfd; absorb it so it is not
-        // mistaken for a reset. Bounded: a server that never signals costs 200 ms once.
-        child_signalled = tokio::time::timeout(Duration::from_millis(200), usr1.recv())
-            .await
-            .is_ok();
-        tracing::debug!(child_signalled, "initial SIGUSR1 from the nested server");
-    }
-    if resets_when_idle(&dm) {
-        // Our probe was the server's only client, so its departure started a reset; the
-        // server is ready again when it says so. Announcing earlier would send the greeter
-        // into the middle of that reset.
-        match tokio::time::timeout(Duration::from_secs(config.ready_timeout_s), usr1.recv()).await {
-            Ok(_) => tracing::debug!("nested server reset after the readiness probe"),
-            Err(_) => {
-                tracing::warn!("no reset signal after the readiness probe; announcing anyway")
+    let status = match started_up {
+        Start::Stopped(status) => status,
+        Start::Ready(number) => {
+            tracing::info!(
+                display = number,
+                ms = started.elapsed().as_millis() as u64,
+                "nested server accepts connections"
+            );
+            if !child_signalled {
+                // The child sends SIGUSR1 right after writing -displayfd; absorb it so it is not
+                // mistaken for a reset. Bounded: a server that never signals costs 200 ms once.
+                child_signalled = tokio::time::timeout(Duration::from_millis(200), usr1.recv())
+                    .await
+                    .is_ok();
+                tracing::debug!(child_signalled, "initial SIGUSR1 from the nested server");
             }
-        }
-    }
-    if parent_wants_usr1 {
-        readiness::signal_parent();
-    }
-    if let Some(fd) = dm.displayfd {
-        if let Err(e) = readiness::write_displayfd(fd, ready_number) {
-            tracing::warn!("cannot write to the display manager's -displayfd {fd}: {e}");
-        }
-    }
+            if resets_when_idle(&dm) {
+                // Our probe was the server's only client, so its departure started a reset; the
+                // server is ready again when it says so. Announcing earlier would send the greeter
+                // into the middle of that reset.
+                match tokio::time::timeout(Duration::from_secs(config.ready_timeout_s), usr1.recv())
+                    .await
+                {
+                    Ok(_) => tracing::debug!("nested server reset after the readiness probe"),
+                    Err(_) => {
+                        tracing::warn!(
+                            "no reset signal after the readiness probe; announcing anyway"
+                        )
+                    }
+                }
+            }
+            if parent_wants_usr1 {
+                readiness::signal_parent();
+            }
+            if let Some(fd) = dm.displayfd {
+                if let Err(e) = readiness::write_displayfd(fd, number) {
+                    tracing::warn!("cannot write to the display manager's -displayfd {fd}: {e}");
+                }
+            }
 
-    let status = loop {
-        tokio::select! {
-            status = nested.wait() => break status?,
-            _ = usr1.recv() => {
-                tracing::info!("nested server reset");
-                if parent_wants_usr1 { readiness::signal_parent(); }
-            }
-            signo = next_forwarded(&mut forwarded) => {
-                tracing::debug!("forwarding signal {signo}");
-                child::send_signal(pid, signo);
+            loop {
+                tokio::select! {
+                    status = nested.wait() => break status?,
+                    _ = usr1.recv() => {
+                        tracing::info!("nested server reset");
+                        if parent_wants_usr1 { readiness::signal_parent(); }
+                    }
+                    signo = next_forwarded(&mut forwarded) => {
+                        tracing::debug!("forwarding signal {signo}");
+                        child::send_signal(pid, signo);
+                    }
+                }
             }
         }
     };
@@ -274,6 +295,14 @@ pub async fn run(
     // The last reference: removes the private Xauthority directory before we exit.
     drop(proxy);
     child::mirror_exit(status)
+}
+
+/// How start-up ended.
+enum Start {
+    /// The nested display accepts the display manager's clients.
+    Ready(u16),
+    /// The display manager stopped us first; this is how the nested server ended.
+    Stopped(std::process::ExitStatus),
 }
 
 /// Whether the nested server resets when its last client leaves (X's default; display

@@ -95,6 +95,12 @@ pub struct Xvfb {
 }
 
 impl Xvfb {
+    /// Kills the server, as a crash or a logout would.
+    pub fn kill(&mut self) {
+        let _ = self._process.0.kill();
+        let _ = self._process.0.wait();
+    }
+
     pub fn start() -> Xvfb {
         Self::start_with(&[])
     }
@@ -411,4 +417,27 @@ impl GuestConfig {
         write_wild_cookie(&path, &cookie);
         (path, cookie)
     }
+}
+
+/// Spawns the wrapper as a display manager that reads `-displayfd` would.
+pub fn spawn_with_displayfd(
+    guest: &GuestConfig,
+    display: Option<u16>,
+    auth: &std::path::Path,
+) -> (Guard, std::os::unix::net::UnixStream) {
+    use std::os::fd::AsRawFd;
+    let (read, write) = std::os::unix::net::UnixStream::pair().unwrap();
+    let fd = write.as_raw_fd();
+    let mut command = Command::new(bin("guest-xwrap"));
+    command.arg("--config").arg(&guest.path);
+    command.args(display.map(|n| format!(":{n}")));
+    command
+        .args(["-displayfd", &fd.to_string(), "-auth"])
+        .arg(auth)
+        .args(["-nolisten", "tcp", "-noreset"]);
+    command.stderr(Stdio::null());
+    clear_cloexec_in_child(&mut command, fd);
+    let child = Guard(command.spawn().unwrap());
+    drop(write);
+    (child, read)
 }

@@ -1,7 +1,6 @@
 //! guest-xwrap as display managers run it: real xinit, real Xephyr and Xnest, a real agent
 //! and an Xvfb as the host display.
 
-use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -48,28 +47,6 @@ fn xinit_runs_the_wrapper_with_xephyr() {
 #[test]
 fn xinit_runs_the_wrapper_with_xnest() {
     xinit_runs_a_client("Xnest");
-}
-
-/// Spawns the wrapper as a display manager that reads `-displayfd` would.
-fn spawn_with_displayfd(
-    guest: &GuestConfig,
-    display: Option<u16>,
-    auth: &std::path::Path,
-) -> (Guard, std::os::unix::net::UnixStream) {
-    let (read, write) = std::os::unix::net::UnixStream::pair().unwrap();
-    let fd = write.as_raw_fd();
-    let mut command = Command::new(bin("guest-xwrap"));
-    command.arg("--config").arg(&guest.path);
-    command.args(display.map(|n| format!(":{n}")));
-    command
-        .args(["-displayfd", &fd.to_string(), "-auth"])
-        .arg(auth)
-        .args(["-nolisten", "tcp", "-noreset"]);
-    command.stderr(Stdio::null());
-    clear_cloexec_in_child(&mut command, fd);
-    let child = Guard(command.spawn().unwrap());
-    drop(write);
-    (child, read)
 }
 
 #[test]

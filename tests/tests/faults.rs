@@ -1,0 +1,268 @@
+//! Faults and abuse with real processes: a host display that dies, a display manager that
+//! gives up early, guests that stall, lie about lengths, flood the agent or fail by the
+//! thousand — and afterwards the agent holds no more descriptors or memory than before.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::Command;
+use std::time::Duration;
+
+use x11rb::connection::Connection;
+use x11rb::protocol::xproto::ConnectionExt as _;
+use xbridge_e2e::*;
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn read_all(stream: &mut UnixStream) -> Vec<u8> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    out
+}
+
+#[test]
+fn the_host_display_dying_ends_the_wrapper_but_not_the_agent() {
+    let mut xvfb = Xvfb::start();
+    let mut agent = Agent::start(&xvfb, &[]);
+    let guest = GuestConfig::for_agent(&agent, "");
+    let (auth, _) = guest.dm_auth();
+    let (mut wrapper, mut fd) = spawn_with_displayfd(&guest, None, &auth);
+    read_number(&mut fd, "guest-xwrap");
+    xvfb.kill();
+    let status = wait_for(Duration::from_secs(20), "the wrapper to exit", || {
+        wrapper.0.try_wait().unwrap()
+    });
+    assert!(
+        !status.success(),
+        "the display manager must see a failure to restart: {status}"
+    );
+    // The agent is still there and says what is wrong.
+    assert!(
+        agent.process.0.try_wait().unwrap().is_none(),
+        "host-agent died with the display"
+    );
+    // With the display gone the agent refuses new guests, saying why.
+    let refusal =
+        guest_stream(&agent.socket, &agent.key).expect_err("welcomed without a host display");
+    assert!(
+        refusal.contains("cannot connect to host display"),
+        "{refusal}"
+    );
+}
+
+#[test]
+fn sigterm_during_the_readiness_wait_leaves_nothing_behind() {
+    let xvfb = Xvfb::start();
+    let agent = Agent::start(&xvfb, &[]);
+    let guest = GuestConfig::for_agent(&agent, "");
+    let (auth, _) = guest.dm_auth();
+    let n = free_display();
+    let (mut wrapper, _fd) = {
+        let (read, write) = UnixStream::pair().unwrap();
+        use std::os::fd::AsRawFd;
+        let fd = write.as_raw_fd();
+        let mut command = Command::new(bin("guest-xwrap"));
+        command
+            .arg("--config")
+            .arg(&guest.path)
+            .arg(format!(":{n}"))
+            .args(["-displayfd", &fd.to_string(), "-auth"])
+            .arg(&auth);
+        clear_cloexec_in_child(&mut command, fd);
+        let child = Guard(command.spawn().unwrap());
+        drop(write);
+        (child, read)
+    };
+    // As soon as the nested server exists, while the wrapper is still waiting for it.
+    let nested = wait_for(
+        Duration::from_secs(20),
+        "the nested server to be spawned",
+        || children_of(wrapper.pid()).first().copied(),
+    );
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(wrapper.pid() as i32, libc::SIGTERM) };
+    let status = wait_for(Duration::from_secs(20), "the wrapper to exit", || {
+        wrapper.0.try_wait().unwrap()
+    });
+    // Stopped, not failed: the nested server's own end (exit 0, or SIGTERM before it had
+    // installed its handlers) is mirrored.
+    use std::os::unix::process::ExitStatusExt;
+    assert!(status.code() == Some(0) || status.signal() == Some(libc::SIGTERM), "{status}");
+    wait_for(
+        Duration::from_secs(10),
+        "the nested server to be gone",
+        || (!alive(nested)).then_some(()),
+    );
+    assert!(
+        !std::path::Path::new(&format!("/tmp/.X{n}-lock")).exists(),
+        "lock file of :{n} left behind"
+    );
+}
+
+#[test]
+fn a_guest_stalling_inside_its_setup_request_is_cut_off_at_the_deadline() {
+    let xvfb = Xvfb::start();
+    let dir = tempdir();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, "handshake_timeout_s = 1\n").unwrap();
+    let agent = Agent::start(&xvfb, &["--config", config.to_str().unwrap()]);
+    let mut stream = guest_stream(&agent.socket, &agent.key).unwrap();
+    stream.write_all(&[b'l', 0, 11, 0, 0]).unwrap();
+    // The agent gives up and closes; nothing from the host display came back.
+    assert_eq!(read_all(&mut stream), b"");
+    wait_for(Duration::from_secs(5), "the log line", || {
+        agent
+            .log()
+            .contains("no X11 setup request within")
+            .then_some(())
+    });
+}
+
+#[test]
+fn huge_authorization_lengths_are_refused_before_reading_them() {
+    let xvfb = Xvfb::start();
+    let agent = Agent::start(&xvfb, &[]);
+    let mut stream = guest_stream(&agent.socket, &agent.key).unwrap();
+    stream
+        .write_all(&[b'B', 0, 0, 11, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0])
+        .unwrap();
+    assert_eq!(read_all(&mut stream), b"");
+    wait_for(Duration::from_secs(5), "the log line", || {
+        agent.log().contains("at most 64 accepted").then_some(())
+    });
+}
+
+#[test]
+fn the_connection_cap_refuses_with_busy_and_frees_up() {
+    let xvfb = Xvfb::start();
+    let agent = Agent::start(&xvfb, &["--max-connections", "3"]);
+    let held: Vec<_> = (0..3).map(|_| bridged(&agent.socket, &agent.key)).collect();
+    let mut extra = UnixStream::connect(&agent.socket).unwrap();
+    let answer = String::from_utf8(read_all(&mut extra)).unwrap();
+    assert!(
+        answer.contains("\"code\":\"busy\"") && answer.contains("max_connections"),
+        "{answer}"
+    );
+    drop(held);
+    wait_for(Duration::from_secs(5), "a slot to free up", || {
+        guest_stream(&agent.socket, &agent.key).ok().map(drop)
+    });
+}
+
+#[test]
+fn a_thousand_bad_guests_leave_a_good_one_working_and_nothing_behind() {
+    let xvfb = Xvfb::start();
+    let mut agent = Agent::start(&xvfb, &[]);
+    let pid = agent.process.pid();
+    let good = bridged(&agent.socket, &agent.key);
+    good.intern_atom(false, b"WARMUP").unwrap().reply().unwrap();
+    // One failed guest of each kind first, so lazily created state exists for the baseline.
+    let wrong = xbridge_proto::Key::generate();
+    let _ = guest_stream(&agent.socket, &wrong);
+    std::thread::sleep(Duration::from_millis(200));
+    let (fds, rss) = (open_fds(pid), rss_kib(pid));
+
+    for i in 0..1000 {
+        let mut s = UnixStream::connect(&agent.socket).unwrap();
+        match i % 4 {
+            0 => {
+                let _ = s.write_all(b"\x00\xffnot json at all\n");
+            }
+            1 => {
+                let _ = s.write_all(&vec![b'{'; 5000]);
+            }
+            2 => drop(s.shutdown(std::net::Shutdown::Both)),
+            _ => {
+                drop(s);
+                let _ = guest_stream(&agent.socket, &wrong);
+                continue;
+            }
+        }
+        let _ = read_all(&mut s);
+        if i % 100 == 0 {
+            good.intern_atom(false, format!("STILL_HERE_{i}").as_bytes())
+                .unwrap()
+                .reply()
+                .unwrap();
+        }
+    }
+    good.intern_atom(false, b"DONE").unwrap().reply().unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "descriptors to return to the baseline",
+        || (open_fds(pid) <= fds).then_some(()),
+    );
+    let after = rss_kib(pid);
+    assert!(
+        after <= rss + 4096,
+        "resident memory grew from {rss} KiB to {after} KiB"
+    );
+    assert!(agent.process.0.try_wait().unwrap().is_none());
+}
+
+#[test]
+fn two_hundred_concurrent_bridged_clients_move_images_byte_exact() {
+    use x11rb::protocol::xproto::ImageFormat;
+    let xvfb = Xvfb::start();
+    // Above the default cap of 128, below the X server's own limit of 256 clients.
+    let agent = Agent::start(&xvfb, &["--max-connections", "240"]);
+    let (socket, key) = (agent.socket.clone(), agent.key.clone());
+    let workers: Vec<_> = (0..200)
+        .map(|i| {
+            let (socket, key) = (socket.clone(), key.clone());
+            std::thread::spawn(move || {
+                let conn = bridged(&socket, &key);
+                let root = conn.setup().roots[0].root;
+                let pixmap = conn.generate_id().unwrap();
+                conn.create_pixmap(24, pixmap, root, 128, 128).unwrap();
+                let gc = conn.generate_id().unwrap();
+                conn.create_gc(gc, pixmap, &Default::default()).unwrap();
+                for round in 0..8u32 {
+                    let data: Vec<u8> = (0..128 * 128 * 4u32)
+                        .map(|b| (b.wrapping_mul(31) ^ (i * 7 + round)) as u8)
+                        .collect();
+                    conn.put_image(
+                        ImageFormat::Z_PIXMAP,
+                        pixmap,
+                        gc,
+                        128,
+                        128,
+                        0,
+                        0,
+                        0,
+                        24,
+                        &data,
+                    )
+                    .unwrap();
+                    let got = conn
+                        .get_image(ImageFormat::Z_PIXMAP, pixmap, 0, 0, 128, 128, !0)
+                        .unwrap()
+                        .reply()
+                        .unwrap()
+                        .data;
+                    for (g, d) in got.chunks(4).zip(data.chunks(4)) {
+                        assert_eq!(g[..3], d[..3], "client {i} round {round}");
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("a bridged client failed");
+    }
+}
