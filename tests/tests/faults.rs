@@ -102,7 +102,10 @@ fn sigterm_during_the_readiness_wait_leaves_nothing_behind() {
     // Stopped, not failed: the nested server's own end (exit 0, or SIGTERM before it had
     // installed its handlers) is mirrored.
     use std::os::unix::process::ExitStatusExt;
-    assert!(status.code() == Some(0) || status.signal() == Some(libc::SIGTERM), "{status}");
+    assert!(
+        status.code() == Some(0) || status.signal() == Some(libc::SIGTERM),
+        "{status}"
+    );
     wait_for(
         Duration::from_secs(10),
         "the nested server to be gone",
@@ -265,4 +268,81 @@ fn two_hundred_concurrent_bridged_clients_move_images_byte_exact() {
     for w in workers {
         w.join().expect("a bridged client failed");
     }
+}
+
+#[test]
+fn an_agent_killed_and_restarted_is_waited_for_by_the_next_wrapper() {
+    let xvfb = Xvfb::start();
+    let dir = tempdir();
+    let (_, key_path) = key_file(dir.path());
+    let socket = dir.path().join("agent.sock");
+    let listen = format!("unix:{}", socket.display());
+    let mut first = Agent::spawn(
+        &xvfb.display(),
+        &xvfb.xauthority,
+        &key_path,
+        &listen,
+        &[],
+        dir.path(),
+    );
+    wait_for(Duration::from_secs(10), "the first agent", || {
+        UnixStream::connect(&socket).ok()
+    });
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    let guest = GuestConfig::new(&listen, &key_path, "");
+    let (auth, cookie) = guest.dm_auth();
+    let (_wrapper, mut fd) = spawn_with_displayfd(&guest, None, &auth);
+    wait_for(Duration::from_secs(10), "the wrapper to retry", || {
+        guest.log_text().contains("retrying in").then_some(())
+    });
+    let _second = Agent::spawn(
+        &xvfb.display(),
+        &xvfb.xauthority,
+        &key_path,
+        &listen,
+        &[],
+        dir.path(),
+    );
+    let n = read_number(&mut fd, "guest-xwrap");
+    connect_with(n, Some(&cookie));
+}
+
+#[test]
+fn reset_and_half_open_connections_do_not_disturb_the_agent() {
+    let xvfb = Xvfb::start();
+    let agent = Agent::start(&xvfb, &[]);
+    let good = bridged(&agent.socket, &agent.key);
+    // A guest that sends its hello and closes its writing half: the agent answers, then sees EOF.
+    let mut half = UnixStream::connect(&agent.socket).unwrap();
+    half.write_all(b"{\"type\":\"hello\",\"version\":1,\"nonce\":\"00\",\"software\":\"x\"}\n")
+        .unwrap();
+    half.shutdown(std::net::Shutdown::Write).unwrap();
+    let answer = String::from_utf8(read_all(&mut half)).unwrap();
+    assert!(answer.contains("refuse"), "{answer}");
+    // Guests that vanish mid-session, with X11 traffic in flight in both directions.
+    for _ in 0..20 {
+        let mut s = guest_stream(&agent.socket, &agent.key).unwrap();
+        s.write_all(&[b'l', 0, 11, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+            .unwrap();
+        s.write_all(&[
+            16, 0, 2, 0, 5, 0, 0, 0, b'H', b'E', b'L', b'L', b'O', 0, 0, 0,
+        ])
+        .unwrap();
+        drop(s);
+    }
+    // A TCP-style reset: SO_LINGER 0 is not available on unix sockets, so close with data unread.
+    for _ in 0..20 {
+        let s = guest_stream(&agent.socket, &agent.key).unwrap();
+        let mut w = s.try_clone().unwrap();
+        w.write_all(&[b'l', 0, 11, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        drop((s, w));
+    }
+    good.intern_atom(false, b"STILL_FINE")
+        .unwrap()
+        .reply()
+        .unwrap();
+    assert!(guest_stream(&agent.socket, &agent.key).is_ok());
 }
