@@ -170,7 +170,10 @@ fn the_connection_cap_refuses_with_busy_and_frees_up() {
 #[test]
 fn a_thousand_bad_guests_leave_a_good_one_working_and_nothing_behind() {
     let xvfb = Xvfb::start();
-    let mut agent = Agent::start(&xvfb, &[]);
+    let dir = tempdir();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, "handshake_timeout_s = 1\n").unwrap();
+    let mut agent = Agent::start(&xvfb, &["--config", config.to_str().unwrap()]);
     let pid = agent.process.pid();
     let good = bridged(&agent.socket, &agent.key);
     good.intern_atom(false, b"WARMUP").unwrap().reply().unwrap();
@@ -180,6 +183,11 @@ fn a_thousand_bad_guests_leave_a_good_one_working_and_nothing_behind() {
     std::thread::sleep(Duration::from_millis(200));
     let (fds, rss) = (open_fds(pid), rss_kib(pid));
 
+    // Slow guests: they connect and say nothing, and are cut off at the 1 s deadline while the
+    // rest goes on.
+    let slow: Vec<_> = (0..20)
+        .map(|_| UnixStream::connect(&agent.socket).unwrap())
+        .collect();
     for i in 0..1000 {
         let mut s = UnixStream::connect(&agent.socket).unwrap();
         match i % 4 {
@@ -205,6 +213,9 @@ fn a_thousand_bad_guests_leave_a_good_one_working_and_nothing_behind() {
         }
     }
     good.intern_atom(false, b"DONE").unwrap().reply().unwrap();
+    for mut s in slow {
+        assert!(String::from_utf8_lossy(&read_all(&mut s)).contains("\"code\":\"timeout\""));
+    }
     wait_for(
         Duration::from_secs(10),
         "descriptors to return to the baseline",
@@ -225,17 +236,21 @@ fn two_hundred_concurrent_bridged_clients_move_images_byte_exact() {
     // Above the default cap of 128, below the X server's own limit of 256 clients.
     let agent = Agent::start(&xvfb, &["--max-connections", "240"]);
     let (socket, key) = (agent.socket.clone(), agent.key.clone());
+    // All 200 are connected before any starts pushing images: 200 live transfers at once.
+    let all_connected = std::sync::Arc::new(std::sync::Barrier::new(200));
     let workers: Vec<_> = (0..200)
         .map(|i| {
-            let (socket, key) = (socket.clone(), key.clone());
+            let (socket, key, all_connected) = (socket.clone(), key.clone(), all_connected.clone());
             std::thread::spawn(move || {
                 let conn = bridged(&socket, &key);
+                all_connected.wait();
                 let root = conn.setup().roots[0].root;
                 let pixmap = conn.generate_id().unwrap();
                 conn.create_pixmap(24, pixmap, root, 128, 128).unwrap();
                 let gc = conn.generate_id().unwrap();
                 conn.create_gc(gc, pixmap, &Default::default()).unwrap();
-                for round in 0..8u32 {
+                // 48 rounds of a 64 KiB image: 3 MiB each way per client.
+                for round in 0..48u32 {
                     let data: Vec<u8> = (0..128 * 128 * 4u32)
                         .map(|b| (b.wrapping_mul(31) ^ (i * 7 + round)) as u8)
                         .collect();

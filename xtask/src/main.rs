@@ -4,9 +4,11 @@
 //! - [`deps`]: the Debian packages tests and demo need; installs them as root, else prints the line.
 //! - [`test`]: deps, formatting, lints, then every test in the workspace.
 //! - [`demo`]: a UML guest's display manager on your display (or a headless Xvfb).
+//! - [`fuzz`]: the libFuzzer targets in `fuzz/`.
 
 mod demo;
 mod deps;
+mod fuzz;
 mod test;
 
 use std::path::PathBuf;
@@ -18,7 +20,8 @@ commands:
   deps    install the Debian packages the tests and the demo need (as root; otherwise prints the apt-get line and exits 2)
   test    deps, then cargo fmt --check, clippy, and every test (unit and end-to-end with real X servers)
   demo    a real UML guest's display manager on your display, or on a headless Xvfb with a screenshot
-          [--dm xdm|xinit] [--mode tcp|exec] [--headless] [--seconds N]";
+          [--dm xdm|xinit] [--mode tcp|exec] [--server Xephyr|Xnest] [--headless] [--seconds N]
+  fuzz    run every fuzz target (handshake, setup, endpoint, args) [--seconds N, default 60] [TARGET…]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -26,6 +29,7 @@ fn main() -> ExitCode {
         Some("deps") => deps::run(),
         Some("test") => test::run(&args[1..]),
         Some("demo") => demo::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(ExitCode::SUCCESS)
