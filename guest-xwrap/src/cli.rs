@@ -32,6 +32,19 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// Make a display manager run guest-xwrap as its X server (reversible with `uninstall`)
+    Install {
+        #[arg(long, value_enum)]
+        dm: crate::install::Dm,
+        /// Print the exact files and lines, change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Undo `install` for a display manager, restoring every file as it was
+    Uninstall {
+        #[arg(long, value_enum)]
+        dm: crate::install::Dm,
+    },
     /// Only the proxy display: run one guest X program on the host, or debug
     Proxy {
         /// Display number to serve, e.g. :50
@@ -64,7 +77,17 @@ pub fn parse(argv: Vec<String>) -> Invocation {
     let first = argv.get(1).map(String::as_str);
     if matches!(
         first,
-        Some("check" | "proxy" | "help" | "-h" | "--help" | "-V" | "--version")
+        Some(
+            "check"
+                | "proxy"
+                | "install"
+                | "uninstall"
+                | "help"
+                | "-h"
+                | "--help"
+                | "-V"
+                | "--version"
+        )
     ) {
         return Invocation::Command(Cli::parse_from(argv));
     }

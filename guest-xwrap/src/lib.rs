@@ -11,6 +11,7 @@
 //! - [`readiness`]: probing the nested display and telling the display manager.
 //! - [`server`]: X server mode, tying the above together.
 //! - [`check`]: the step-by-step diagnosis.
+//! - [`install`]: display-manager integration, reversibly.
 
 pub mod agent;
 pub mod args;
@@ -18,6 +19,7 @@ pub mod check;
 pub mod child;
 pub mod cli;
 pub mod config;
+pub mod install;
 pub mod proxy;
 pub mod readiness;
 pub mod server;

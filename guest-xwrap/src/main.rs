@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use xbridge_guest_xwrap::cli::{self, Command, Invocation};
 use xbridge_guest_xwrap::config::Config;
-use xbridge_guest_xwrap::{args, check, proxy, readiness, server};
+use xbridge_guest_xwrap::{args, check, install, proxy, readiness, server};
 
 fn main() -> ExitCode {
     // First of all: a parent asks to be signalled by starting us with SIGUSR1 ignored.
@@ -25,6 +25,23 @@ fn main() -> ExitCode {
                 config,
                 verbose,
             } => proxy_only(&display, config, verbose),
+            Command::Install { dm, dry_run } => {
+                let wrapper =
+                    std::env::current_exe().unwrap_or_else(|_| "/usr/bin/guest-xwrap".into());
+                let plan = install::plan(dm, &wrapper);
+                print!("{}", plan.describe());
+                if dry_run {
+                    return ExitCode::SUCCESS;
+                }
+                match install::install(dm, &plan) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => fail(xbridge_proto::report::chain(e.as_ref())),
+                }
+            }
+            Command::Uninstall { dm } => match install::uninstall(dm) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(xbridge_proto::report::chain(e.as_ref())),
+            },
         },
     }
 }

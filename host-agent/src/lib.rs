@@ -120,21 +120,30 @@ pub fn init(key_path: &Path, force: bool) -> Result<String, Failure> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    Ok(format!(
-        "Created pairing key {key} (mode 0600).\n\n\
-The guest needs this key at the path its xwrap.toml names as key_file (default /etc/xbridge/guest.key, readable by root only):\n\n\
-  UML: share just the key's directory with the guest:\n\
-    linux.uml … hostfs={dir}\n\
-  and in the guest:\n\
-    mount -t hostfs none /mnt/xbridge-key -o {dir} && install -m 600 /mnt/xbridge-key/{name} /etc/xbridge/guest.key\n\n\
-  QEMU: pass it through firmware config:\n\
-    qemu-system-x86_64 … -fw_cfg name=opt/xbridge/key,file={key}\n\
-  and in the guest (key_file = \"/sys/firmware/qemu_fw_cfg/by_name/opt/xbridge/key/raw\", or copy it):\n\
-    install -m 600 /sys/firmware/qemu_fw_cfg/by_name/opt/xbridge/key/raw /etc/xbridge/guest.key\n\n\
-Then start the agent in your desktop session: `host-agent` (listens on {listen}; a slirp guest reaches it as tcp:10.0.2.2:6010).\n",
-        dir = dir.display(),
-        listen = config::DEFAULT_LISTEN,
-    ))
+    let lines = [
+        format!("Created pairing key {key} (mode 0600)."),
+        String::new(),
+        "The guest needs this key at the path its xwrap.toml names as key_file".into(),
+        "(default /etc/xbridge/guest.key, readable by root only):".into(),
+        String::new(),
+        "  UML: share just the key's directory with the guest:".into(),
+        format!("    linux.uml ... hostfs={}", dir.display()),
+        "  and in the guest:".into(),
+        format!("    mount -t hostfs none /mnt/xbridge-key -o {} && install -m 600 /mnt/xbridge-key/{name} /etc/xbridge/guest.key", dir.display()),
+        String::new(),
+        "  QEMU: pass it through firmware config:".into(),
+        format!("    qemu-system-x86_64 ... -fw_cfg name=opt/xbridge/key,file={key}"),
+        "  and in the guest (or set key_file to the raw path):".into(),
+        "    install -m 600 /sys/firmware/qemu_fw_cfg/by_name/opt/xbridge/key/raw /etc/xbridge/guest.key".into(),
+        String::new(),
+        format!("Then start the agent in your desktop session: `host-agent` (listens on {}; a slirp guest", config::DEFAULT_LISTEN),
+        "reaches it as tcp:10.0.2.2:6010). To have it start with every desktop session:".into(),
+        "    systemctl --user import-environment DISPLAY XAUTHORITY".into(),
+        "    systemctl --user enable --now xbridge-host-agent.socket".into(),
+        "  or, without a systemd user manager:".into(),
+        "    cp /usr/share/xbridge/xbridge-host-agent.desktop ~/.config/autostart/".into(),
+    ];
+    Ok(lines.join("\n") + "\n")
 }
 
 /// Completes on SIGTERM or SIGINT.
