@@ -21,6 +21,7 @@ pub const PACKAGES: &[&str] = &[
     "slirp",
     "socat", // the benchmark baseline
     "dbus",
+    "qemu-system-x86", // the guestfwd recipe's command line is checked against real QEMU
 ];
 
 fn installed(package: &str) -> bool {

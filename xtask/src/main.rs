@@ -5,9 +5,11 @@
 //! - [`test`]: deps, formatting, lints, then every test in the workspace.
 //! - [`demo`]: a UML guest's display manager on your display (or a headless Xvfb).
 //! - [`fuzz`]: the libFuzzer targets in `fuzz/`.
+//! - [`dist`]: the `.deb` packages, man pages and completions.
 
 mod demo;
 mod deps;
+mod dist;
 mod fuzz;
 mod test;
 
@@ -21,6 +23,7 @@ commands:
   test    deps, then cargo fmt --check, clippy, and every test (unit and end-to-end with real X servers)
   demo    a real UML guest's display manager on your display, or on a headless Xvfb with a screenshot
           [--dm xdm|xinit] [--mode tcp|exec] [--server Xephyr|Xnest] [--headless] [--seconds N]
+  dist    build the xbridge-host and xbridge-guest .deb packages (cargo-deb), check and test-install them
   fuzz    run every fuzz target (handshake, setup, endpoint, args) [--seconds N, default 60] [TARGET…]";
 
 fn main() -> ExitCode {
@@ -30,6 +33,7 @@ fn main() -> ExitCode {
         Some("test") => test::run(&args[1..]),
         Some("demo") => demo::run(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
+        Some("dist") => dist::run(),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(ExitCode::SUCCESS)

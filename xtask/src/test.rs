@@ -42,5 +42,8 @@ pub fn run(extra: &[String]) -> anyhow::Result<ExitCode> {
     let mut args = vec!["test", "--workspace"];
     args.extend(extra.iter().map(String::as_str));
     cargo(&args)?;
+    // The packages: built with cargo-deb, contents and modes checked, test-installed.
+    let debs = crate::dist::build_debs()?;
+    crate::dist::check_debs(&debs)?;
     Ok(ExitCode::SUCCESS)
 }
