@@ -6,7 +6,9 @@
 //! - [`demo`]: a UML guest's display manager on your display (or a headless Xvfb).
 //! - [`fuzz`]: the libFuzzer targets in `fuzz/`.
 //! - [`dist`]: the `.deb` packages, man pages and completions.
+//! - [`bench`]: readiness, throughput and agent cost against baselines in the same run.
 
+mod bench;
 mod demo;
 mod deps;
 mod dist;
@@ -24,6 +26,7 @@ commands:
   demo    a real UML guest's display manager on your display, or on a headless Xvfb with a screenshot
           [--dm xdm|xinit] [--mode tcp|exec] [--server Xephyr|Xnest] [--headless] [--seconds N]
   dist    build the xbridge-host and xbridge-guest .deb packages (cargo-deb), check and test-install them
+  bench   readiness, round trip and bulk against direct and socat, agent memory [--quick] [--smoke]
   fuzz    run every fuzz target (handshake, setup, endpoint, args) [--seconds N, default 60] [TARGET…]";
 
 fn main() -> ExitCode {
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
         Some("demo") => demo::run(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
         Some("dist") => dist::run(),
+        Some("bench") => bench::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(ExitCode::SUCCESS)

@@ -45,5 +45,8 @@ pub fn run(extra: &[String]) -> anyhow::Result<ExitCode> {
     // The packages: built with cargo-deb, contents and modes checked, test-installed.
     let debs = crate::dist::build_debs()?;
     crate::dist::check_debs(&debs)?;
+    // The benchmark harness runs and writes a well-formed report (no timing is judged here).
+    crate::bench::run(&["--smoke".to_owned()])?;
+    crate::bench::check_report(&project_root().join("target/bench"))?;
     Ok(ExitCode::SUCCESS)
 }
