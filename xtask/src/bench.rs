@@ -131,7 +131,7 @@ fn x11perf(display: u16, xauthority: &Path, test: &str, scale: u32) -> anyhow::R
                 .parse::<f64>()
                 .ok()
         })
-        .last();
+        .next_back();
     rate.with_context(|| {
         format!(
             "x11perf {test} on :{display} printed no rate:\n{text}{}",
