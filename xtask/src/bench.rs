@@ -56,9 +56,10 @@ impl Stat {
 
 fn free_display(from: u16) -> u16 {
     (from..from + 200)
-        .find(|n| {
+        .find(|&n| {
             !Path::new(&format!("/tmp/.X{n}-lock")).exists()
                 && !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
+                && !abstract_up(n)
         })
         .unwrap_or(from)
 }
