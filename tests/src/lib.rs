@@ -286,14 +286,23 @@ impl Agent {
 /// Connects to an agent's unix socket and completes the guest's handshake. Returns the stream,
 /// ready for X11.
 pub fn guest_stream(socket: &Path, key: &Key) -> Result<std::os::unix::net::UnixStream, String> {
+    let stream = std::os::unix::net::UnixStream::connect(socket).map_err(|e| e.to_string())?;
+    handshake_over(stream, key)
+}
+
+/// Completes the guest's handshake on an already connected stream (a unix socket, or one end
+/// of a socketpair whose other end is `host-agent stdio`). Returns it ready for X11.
+pub fn handshake_over(
+    stream: std::os::unix::net::UnixStream,
+    key: &Key,
+) -> Result<std::os::unix::net::UnixStream, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
+    stream.set_nonblocking(true).map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let mut stream = tokio::net::UnixStream::connect(socket)
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut stream = tokio::net::UnixStream::from_std(stream).map_err(|e| e.to_string())?;
         let (_, leftover) = xbridge_proto::exchange::guest_handshake(
             &mut stream,
             key,
@@ -312,13 +321,18 @@ pub fn guest_stream(socket: &Path, key: &Key) -> Result<std::os::unix::net::Unix
     })
 }
 
-/// An x11rb connection through the agent (handshake, then X11 with no credential of ours).
-pub fn bridged(socket: &Path, key: &Key) -> x11rb::rust_connection::RustConnection {
+/// An x11rb connection over a stream that has completed the handshake, presenting no
+/// credential of its own (the agent supplies the host's).
+pub fn x11_over(stream: std::os::unix::net::UnixStream) -> x11rb::rust_connection::RustConnection {
     use x11rb::rust_connection::{DefaultStream, RustConnection};
-    let stream = guest_stream(socket, key).expect("handshake with agent");
     let (stream, _) = DefaultStream::from_unix_stream(stream).expect("stream");
     RustConnection::connect_to_stream_with_auth_info(stream, 0, Vec::new(), Vec::new())
         .expect("X11 setup through the agent")
+}
+
+/// An x11rb connection through the agent (handshake, then X11 with no credential of ours).
+pub fn bridged(socket: &Path, key: &Key) -> x11rb::rust_connection::RustConnection {
+    x11_over(guest_stream(socket, key).expect("handshake with agent"))
 }
 
 /// Whether a process still exists (and is not a zombie).

@@ -387,28 +387,7 @@ fn stdio_mode_serves_one_guest_and_never_writes_stderr() {
             .spawn()
             .unwrap(),
     );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    ours.set_nonblocking(true).unwrap();
-    let ours = runtime.block_on(async {
-        let mut s = tokio::net::UnixStream::from_std(ours).unwrap();
-        xbridge_proto::exchange::guest_handshake(&mut s, &key, "e2e", Duration::from_secs(5))
-            .await
-            .unwrap();
-        let std = s.into_std().unwrap();
-        std.set_nonblocking(false).unwrap();
-        std
-    });
-    let (stream, _) = x11rb::rust_connection::DefaultStream::from_unix_stream(ours).unwrap();
-    let conn = x11rb::rust_connection::RustConnection::connect_to_stream_with_auth_info(
-        stream,
-        0,
-        vec![],
-        vec![],
-    )
-    .unwrap();
+    let conn = x11_over(handshake_over(ours, &key).unwrap());
     conn.intern_atom(false, b"XBRIDGE_STDIO")
         .unwrap()
         .reply()
