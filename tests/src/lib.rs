@@ -455,3 +455,12 @@ pub fn spawn_with_displayfd(
     drop(write);
     (child, read)
 }
+
+/// An `agent.toml` in a private directory; pass `["--config", &path]` to [`Agent::start`].
+/// Keep the directory alive as long as the agent.
+pub fn agent_config(text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempdir();
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, text).expect("write agent.toml");
+    (dir, path.display().to_string())
+}

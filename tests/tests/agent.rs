@@ -126,6 +126,15 @@ fn recorder(target: u16) -> Recorder {
     }
 }
 
+fn extension_names(conn: &impl Connection) -> Vec<String> {
+    let reply = conn.list_extensions().unwrap().reply().unwrap();
+    reply
+        .names
+        .iter()
+        .map(|n| String::from_utf8_lossy(&n.name).into_owned())
+        .collect()
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -201,28 +210,12 @@ fn untrusted_guests_cannot_capture_inject_or_tamper() {
     trusted.sync().unwrap();
 
     let guest = bridged(&agent.socket, &agent.key);
-    let extensions: Vec<String> = guest
-        .list_extensions()
-        .unwrap()
-        .reply()
-        .unwrap()
-        .names
-        .iter()
-        .map(|n| String::from_utf8_lossy(&n.name).into_owned())
-        .collect();
+    let extensions = extension_names(&guest);
     assert!(
         !extensions.iter().any(|e| e == "XTEST" || e == "RECORD"),
         "{extensions:?}"
     );
-    let direct_ext: Vec<String> = trusted
-        .list_extensions()
-        .unwrap()
-        .reply()
-        .unwrap()
-        .names
-        .iter()
-        .map(|n| String::from_utf8_lossy(&n.name).into_owned())
-        .collect();
+    let direct_ext = extension_names(&trusted);
     assert!(
         direct_ext.iter().any(|e| e == "XTEST"),
         "Xvfb itself offers XTEST: {direct_ext:?}"
@@ -293,10 +286,8 @@ fn untrusted_guests_cannot_capture_inject_or_tamper() {
 #[test]
 fn bad_guests_are_refused_and_others_keep_working() {
     let xvfb = Xvfb::start();
-    let dir = tempdir();
-    std::fs::write(dir.path().join("agent.toml"), "handshake_timeout_s = 1\n").unwrap();
-    let config = dir.path().join("agent.toml");
-    let agent = Agent::start(&xvfb, &["--config", config.to_str().unwrap()]);
+    let (_config_dir, config) = agent_config("handshake_timeout_s = 1\n");
+    let agent = Agent::start(&xvfb, &["--config", &config]);
     let refusal = |input: &[u8]| {
         let mut s = std::os::unix::net::UnixStream::connect(&agent.socket).unwrap();
         let _ = s.write_all(input);

@@ -120,10 +120,8 @@ fn sigterm_during_the_readiness_wait_leaves_nothing_behind() {
 #[test]
 fn a_guest_stalling_inside_its_setup_request_is_cut_off_at_the_deadline() {
     let xvfb = Xvfb::start();
-    let dir = tempdir();
-    let config = dir.path().join("agent.toml");
-    std::fs::write(&config, "handshake_timeout_s = 1\n").unwrap();
-    let agent = Agent::start(&xvfb, &["--config", config.to_str().unwrap()]);
+    let (_config_dir, config) = agent_config("handshake_timeout_s = 1\n");
+    let agent = Agent::start(&xvfb, &["--config", &config]);
     let mut stream = guest_stream(&agent.socket, &agent.key).unwrap();
     stream.write_all(&[b'l', 0, 11, 0, 0]).unwrap();
     // The agent gives up and closes; nothing from the host display came back.
@@ -170,10 +168,8 @@ fn the_connection_cap_refuses_with_busy_and_frees_up() {
 #[test]
 fn a_thousand_bad_guests_leave_a_good_one_working_and_nothing_behind() {
     let xvfb = Xvfb::start();
-    let dir = tempdir();
-    let config = dir.path().join("agent.toml");
-    std::fs::write(&config, "handshake_timeout_s = 1\n").unwrap();
-    let mut agent = Agent::start(&xvfb, &["--config", config.to_str().unwrap()]);
+    let (_config_dir, config) = agent_config("handshake_timeout_s = 1\n");
+    let mut agent = Agent::start(&xvfb, &["--config", &config]);
     let pid = agent.process.pid();
     let good = bridged(&agent.socket, &agent.key);
     good.intern_atom(false, b"WARMUP").unwrap().reply().unwrap();
