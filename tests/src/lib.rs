@@ -249,6 +249,11 @@ impl Agent {
         }
     }
 
+    /// Spawns an agent for `xvfb` on `listen` with `key`, logging to `logdir/agent.log`.
+    pub fn spawn_on(xvfb: &Xvfb, key: &Path, listen: &str, logdir: &Path) -> Guard {
+        Self::spawn(&xvfb.display(), &xvfb.xauthority, key, listen, &[], logdir)
+    }
+
     pub fn spawn(
         display: &str,
         xauthority: &Path,

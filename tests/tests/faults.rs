@@ -288,14 +288,7 @@ fn an_agent_killed_and_restarted_is_waited_for_by_the_next_wrapper() {
     let (_, key_path) = key_file(dir.path());
     let socket = dir.path().join("agent.sock");
     let listen = format!("unix:{}", socket.display());
-    let mut first = Agent::spawn(
-        &xvfb.display(),
-        &xvfb.xauthority,
-        &key_path,
-        &listen,
-        &[],
-        dir.path(),
-    );
+    let mut first = Agent::spawn_on(&xvfb, &key_path, &listen, dir.path());
     wait_for(Duration::from_secs(10), "the first agent", || {
         UnixStream::connect(&socket).ok()
     });
@@ -307,14 +300,7 @@ fn an_agent_killed_and_restarted_is_waited_for_by_the_next_wrapper() {
     wait_for(Duration::from_secs(10), "the wrapper to retry", || {
         guest.log_text().contains("retrying in").then_some(())
     });
-    let _second = Agent::spawn(
-        &xvfb.display(),
-        &xvfb.xauthority,
-        &key_path,
-        &listen,
-        &[],
-        dir.path(),
-    );
+    let _second = Agent::spawn_on(&xvfb, &key_path, &listen, dir.path());
     let n = read_number(&mut fd, "guest-xwrap");
     connect_with(n, Some(&cookie));
 }

@@ -118,12 +118,10 @@ fn the_wrapper_waits_for_a_late_agent() {
     wait_for(Duration::from_secs(10), "a logged failed attempt", || {
         guest.log_text().contains("retrying in").then_some(())
     });
-    let _agent = Agent::spawn(
-        &xvfb.display(),
-        &xvfb.xauthority,
+    let _agent = Agent::spawn_on(
+        &xvfb,
         &key_path,
         &format!("unix:{}", socket.display()),
-        &[],
         dir.path(),
     );
     let n = read_number(&mut fd, "guest-xwrap");

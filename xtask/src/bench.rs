@@ -6,7 +6,7 @@
 //! display directly, and a plain `socat` byte pump (what the seed's author built by hand).
 //! Not measured yet: OpenSSH X11 forwarding, CPU per GiB, the 200-client scale run.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use crate::project_root;
+use crate::xdisplay::{cookie_hex, free_display, start_xvfb, xauth_file};
 
 struct Killer(Vec<Child>);
 
@@ -52,57 +53,6 @@ impl Stat {
         let med = median(&mut v);
         (med, v[0], v[v.len() - 1])
     }
-}
-
-fn free_display(from: u16) -> u16 {
-    (from..from + 200)
-        .find(|&n| {
-            !Path::new(&format!("/tmp/.X{n}-lock")).exists()
-                && !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
-                && !abstract_up(n)
-        })
-        .unwrap_or(from)
-}
-
-fn cookie_hex() -> anyhow::Result<String> {
-    let mut bytes = [0u8; 16];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// An Xauthority file with `cookie` for each of `displays`.
-fn xauth_file(path: &Path, cookie: &str, displays: &[u16]) -> anyhow::Result<()> {
-    std::fs::File::create(path)?;
-    for n in displays {
-        let status = Command::new("xauth")
-            .arg("-q")
-            .arg("-f")
-            .arg(path)
-            .args(["add", &format!(":{n}"), ".", cookie])
-            .status()?;
-        if !status.success() {
-            bail!("xauth add failed");
-        }
-    }
-    Ok(())
-}
-
-fn wait_socket(n: u16) -> anyhow::Result<()> {
-    let start = Instant::now();
-    while !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() && !abstract_up(n) {
-        if start.elapsed() > Duration::from_secs(10) {
-            bail!("display :{n} did not come up");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
-}
-
-fn abstract_up(n: u16) -> bool {
-    use std::os::linux::net::SocketAddrExt;
-    std::os::unix::net::SocketAddr::from_abstract_name(format!("/tmp/.X11-unix/X{n}").as_bytes())
-        .and_then(|a| std::os::unix::net::UnixStream::connect_addr(&a))
-        .is_ok()
 }
 
 /// x11perf's rate (operations per second) for one test on one display. A fixed repetition
@@ -219,18 +169,7 @@ pub fn run(args: &[String]) -> anyhow::Result<ExitCode> {
     let cookie = cookie_hex()?;
     let xauthority = work.join("host.xauth");
     xauth_file(&xauthority, &cookie, &[host, socat_display])?;
-    procs.0.push(
-        Command::new("Xvfb")
-            .arg(format!(":{host}"))
-            .arg("-auth")
-            .arg(&xauthority)
-            .args(["-screen", "0", "1280x1024x24", "-nolisten", "tcp"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("Xvfb")?,
-    );
-    wait_socket(host)?;
+    procs.0.push(start_xvfb(host, &xauthority)?);
     procs.0.push(
         Command::new("socat")
             .arg(format!(

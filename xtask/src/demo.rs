@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use crate::xdisplay::{cookie_hex, free_display, start_xvfb, xauth_file};
 use crate::{deps, project_root};
 
 const TITLE: &str = "xbridge-uml-guest";
@@ -148,15 +149,6 @@ fn greeter_window(display: &str, xauthority: Option<&Path>) -> anyhow::Result<Op
     Ok((count > 8).then_some(id))
 }
 
-fn free_display() -> u16 {
-    (90..400)
-        .find(|n| {
-            !Path::new(&format!("/tmp/.X{n}-lock")).exists()
-                && !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
-        })
-        .unwrap_or(99)
-}
-
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -202,38 +194,10 @@ pub fn run(args: &[String]) -> anyhow::Result<ExitCode> {
             (d, std::env::var_os("XAUTHORITY").map(PathBuf::from))
         }
         None => {
-            let n = free_display();
+            let n = free_display(90);
             let auth = work.join("host.xauth");
-            let hex = Command::new("sh")
-                .args(["-c", "head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'"])
-                .output()?
-                .stdout;
-            std::fs::File::create(&auth)?;
-            let status = Command::new("xauth")
-                .arg("-q")
-                .arg("-f")
-                .arg(&auth)
-                .args(["add", &format!(":{n}"), "."])
-                .arg(String::from_utf8_lossy(&hex).as_ref())
-                .status()?;
-            if !status.success() {
-                bail!("xauth could not write {}", auth.display());
-            }
-            let xvfb = Command::new("Xvfb")
-                .arg(format!(":{n}"))
-                .arg("-auth")
-                .arg(&auth)
-                .args(["-screen", "0", "1280x1024x24", "-nolisten", "tcp"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("cannot start Xvfb")?;
-            procs.add(xvfb, false);
-            wait_until(Duration::from_secs(10), "Xvfb", || {
-                Ok(Path::new(&format!("/tmp/.X11-unix/X{n}"))
-                    .exists()
-                    .then_some(()))
-            })?;
+            xauth_file(&auth, &cookie_hex()?, &[n])?;
+            procs.add(start_xvfb(n, &auth)?, false);
             step(
                 &format!("no display given: started a headless Xvfb on :{n}"),
                 start,

@@ -6,6 +6,7 @@
 //! - [`demo`]: a UML guest's display manager on your display (or a headless Xvfb).
 //! - [`fuzz`]: the libFuzzer targets in `fuzz/`.
 //! - [`dist`]: the `.deb` packages, man pages and completions.
+//! - [`xdisplay`]: private Xvfb displays and cookie files for demo and bench.
 //! - [`bench`]: readiness, throughput and agent cost against baselines in the same run.
 
 mod bench;
@@ -14,6 +15,7 @@ mod deps;
 mod dist;
 mod fuzz;
 mod test;
+mod xdisplay;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
