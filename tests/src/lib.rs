@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use xbridge_proto::Key;
 
+pub mod load;
+
 /// Debian packages the end-to-end tests need, as one install line.
 pub const APT_LINE: &str = "apt-get install -y --no-install-recommends xvfb xserver-xephyr xnest x11-apps x11-utils xauth xdotool xinit";
 

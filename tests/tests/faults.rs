@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use x11rb::connection::Connection;
 use x11rb::protocol::xproto::ConnectionExt as _;
+use xbridge_e2e::load::image_round_trips;
 use xbridge_e2e::*;
 
 fn open_fds(pid: u32) -> usize {
@@ -227,7 +228,6 @@ fn a_thousand_bad_guests_leave_a_good_one_working_and_nothing_behind() {
 
 #[test]
 fn two_hundred_concurrent_bridged_clients_move_images_byte_exact() {
-    use x11rb::protocol::xproto::ImageFormat;
     let xvfb = Xvfb::start();
     // Above the default cap of 128, below the X server's own limit of 256 clients.
     let agent = Agent::start(&xvfb, &["--max-connections", "240"]);
@@ -240,44 +240,15 @@ fn two_hundred_concurrent_bridged_clients_move_images_byte_exact() {
             std::thread::spawn(move || {
                 let conn = bridged(&socket, &key);
                 all_connected.wait();
-                let root = conn.setup().roots[0].root;
-                let pixmap = conn.generate_id().unwrap();
-                conn.create_pixmap(24, pixmap, root, 128, 128).unwrap();
-                let gc = conn.generate_id().unwrap();
-                conn.create_gc(gc, pixmap, &Default::default()).unwrap();
                 // 48 rounds of a 64 KiB image: 3 MiB each way per client.
-                for round in 0..48u32 {
-                    let data: Vec<u8> = (0..128 * 128 * 4u32)
-                        .map(|b| (b.wrapping_mul(31) ^ (i * 7 + round)) as u8)
-                        .collect();
-                    conn.put_image(
-                        ImageFormat::Z_PIXMAP,
-                        pixmap,
-                        gc,
-                        128,
-                        128,
-                        0,
-                        0,
-                        0,
-                        24,
-                        &data,
-                    )
-                    .unwrap();
-                    let got = conn
-                        .get_image(ImageFormat::Z_PIXMAP, pixmap, 0, 0, 128, 128, !0)
-                        .unwrap()
-                        .reply()
-                        .unwrap()
-                        .data;
-                    for (g, d) in got.chunks(4).zip(data.chunks(4)) {
-                        assert_eq!(g[..3], d[..3], "client {i} round {round}");
-                    }
-                }
+                image_round_trips(&conn, i, 48)
             })
         })
         .collect();
     for w in workers {
-        w.join().expect("a bridged client failed");
+        if let Err(e) = w.join().expect("a bridged client panicked") {
+            panic!("{e}");
+        }
     }
 }
 
