@@ -63,7 +63,8 @@ pub fn image_round_trips(conn: &impl Connection, client: u32, rounds: u32) -> Re
         }
     }
     conn.free_gc(gc).map_err(|e| fail("FreeGC", &e))?;
-    conn.free_pixmap(pixmap).map_err(|e| fail("FreePixmap", &e))?;
+    conn.free_pixmap(pixmap)
+        .map_err(|e| fail("FreePixmap", &e))?;
     conn.flush().map_err(|e| fail("flush", &e))?;
     Ok(())
 }

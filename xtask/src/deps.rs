@@ -19,7 +19,9 @@ pub const PACKAGES: &[&str] = &[
     "gdm3",            // gdm-x-session
     "user-mode-linux", // the demo guest
     "slirp",
-    "socat", // the benchmark baseline
+    "socat",          // the benchmark baselines: a byte pump,
+    "openssh-server", // and OpenSSH X11 forwarding on loopback
+    "openssh-client",
     "dbus",
     "qemu-system-x86", // the guestfwd recipe's command line is checked against real QEMU
 ];

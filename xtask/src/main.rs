@@ -28,7 +28,7 @@ commands:
   demo    a real UML guest's display manager on your display, or on a headless Xvfb with a screenshot
           [--dm xdm|xinit] [--mode tcp|exec] [--server Xephyr|Xnest] [--headless] [--seconds N]
   dist    build the xbridge-host and xbridge-guest .deb packages (cargo-deb), check and test-install them
-  bench   readiness, round trip and bulk against direct and socat, agent memory [--quick] [--smoke]
+  bench   readiness, round trip, bulk and scale against direct, socat and OpenSSH; agent cost [--quick] [--smoke]
   fuzz    run every fuzz target (handshake, setup, endpoint, args) [--seconds N, default 60] [TARGET…]";
 
 fn main() -> ExitCode {
