@@ -7,7 +7,6 @@ use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::Duration;
 
-use x11rb::connection::Connection;
 use x11rb::protocol::xproto::ConnectionExt as _;
 use xbridge_e2e::load::image_round_trips;
 use xbridge_e2e::*;
