@@ -11,15 +11,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use subtle::ConstantTimeEq;
-use tokio::io::{copy_bidirectional_with_sizes, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 use xbridge_proto::setup::read_setup_request;
+use xbridge_proto::stream::pump;
 use xbridge_proto::xauthority::{write_cookie_file, MIT_MAGIC_COOKIE_1};
 use xbridge_proto::{Endpoint, Key};
 
 use crate::agent;
 
-const PUMP_BUFFER: usize = 64 * 1024;
 const SETUP_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A bound proxy display and the private Xauthority file that unlocks it.
@@ -120,9 +120,7 @@ impl ProxyDisplay {
             .await?;
         upstream.write_all(&rest).await?;
         client.write_all(&leftover).await?;
-        let (up, down) =
-            copy_bidirectional_with_sizes(&mut client, &mut upstream, PUMP_BUFFER, PUMP_BUFFER)
-                .await?;
+        let (up, down) = pump(&mut client, &mut upstream).await?;
         tracing::debug!(up, down, "proxy connection closed");
         Ok(())
     }

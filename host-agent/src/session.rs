@@ -7,17 +7,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{copy_bidirectional_with_sizes, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use xbridge_proto::exchange::{agent_handshake, HandshakeError};
 use xbridge_proto::handshake::{Refusal, RefuseCode};
 use xbridge_proto::setup::{read_setup_request, SetupError};
-use xbridge_proto::stream::BoxStream;
+use xbridge_proto::stream::{pump, BoxStream};
 use xbridge_proto::Key;
 
 use crate::display::{DisplayError, HostDisplay};
-
-/// Pump buffer per direction: large enough for PutImage bursts, small enough for many guests.
-const PUMP_BUFFER: usize = 64 * 1024;
 
 /// What every session needs.
 #[derive(Debug)]
@@ -96,8 +93,7 @@ pub async fn serve(ctx: Arc<Context>, mut guest: BoxStream) -> Result<Transferre
     host.write_all(&rewritten).await?;
     host.write_all(&rest).await?;
 
-    let (to_host, to_guest) =
-        copy_bidirectional_with_sizes(&mut guest, &mut host, PUMP_BUFFER, PUMP_BUFFER).await?;
+    let (to_host, to_guest) = pump(&mut guest, &mut host).await?;
     // The credential (and with it a minted authorization) lives exactly as long as the pump.
     drop(credential);
     Ok(Transferred {

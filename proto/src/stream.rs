@@ -9,3 +9,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for T {}
 
 /// A boxed [`ByteStream`], so transports mix in one list.
 pub type BoxStream = Box<dyn ByteStream>;
+
+/// Bytes per read when pumping, per direction. Measured with `cargo xtask bench`: 1 MiB was
+/// no faster than 64 KiB beside the same run's plain pump, and busy connections held 5× the
+/// memory (103 vs 19 MiB for 100 of them).
+pub const PUMP_BUFFER: usize = 64 * 1024;
+
+/// Carries bytes both ways until both sides have closed; returns the counts `a → b`, `b → a`.
+pub async fn pump<A, B>(a: &mut A, b: &mut B) -> std::io::Result<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    tokio::io::copy_bidirectional_with_sizes(a, b, PUMP_BUFFER, PUMP_BUFFER).await
+}
