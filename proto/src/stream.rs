@@ -10,9 +10,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for T {}
 /// A boxed [`ByteStream`], so transports mix in one list.
 pub type BoxStream = Box<dyn ByteStream>;
 
-/// Bytes per read when pumping, per direction. Measured with `cargo xtask bench`: 1 MiB was
-/// no faster than 64 KiB beside the same run's plain pump, and busy connections held 5× the
-/// memory (103 vs 19 MiB for 100 of them).
+/// Bytes per read when pumping, per direction. Measured with `cargo xtask bench`: 1 MiB gave
+/// no steady gain over 64 KiB (PutImage 500×500 ×1.25 and ×1.01 of the plain pump in two
+/// runs) while 100 busy connections held 103 MiB instead of 19.
 pub const PUMP_BUFFER: usize = 64 * 1024;
 
 /// Carries bytes both ways until both sides have closed; returns the counts `a → b`, `b → a`.
