@@ -168,12 +168,16 @@ impl Sshd {
             .spawn()
             .context("cannot start sshd")?;
         let mut lines = BufReader::new(process.stderr.take().expect("piped")).lines();
-        match lines.next() {
-            Some(Ok(line)) if line.contains("Server listening") => {}
-            other => {
-                let _ = process.kill();
-                let _ = process.wait();
-                bail!("sshd did not start: {other:?}");
+        let mut said = Vec::new();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) if line.contains("Server listening") => break,
+                Some(Ok(line)) => said.push(line),
+                _ => {
+                    let _ = process.kill();
+                    let _ = process.wait();
+                    bail!("sshd did not start: {}", said.join(" / "));
+                }
             }
         }
         // Keep draining sshd's log so it never blocks on a full pipe.
