@@ -7,6 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use xbridge_proto::setup::{ByteOrder, SetupRequest};
 use xbridge_proto::Key;
 
+use crate::access::{self, Account};
 use crate::agent;
 use crate::config::Config;
 use crate::server::find_server;
@@ -50,6 +51,9 @@ pub async fn run(explicit_config: Option<&Path>) -> bool {
             None
         }
     };
+    if let Some(account) = is_root().then(access::gdm_x_server_account).flatten() {
+        all &= dm_account_reads_key(&account, &config.key_file);
+    }
     if let Some(key) = key {
         match agent::connect(&config.agent).await {
             Err(e) => {
@@ -118,6 +122,29 @@ async fn host_display_answers(
     match reply[0] {
         1 => line(true, "host display", "accepts our connection through the agent"),
         status => line(false, "host display", &format!("refused the agent's credential (status {status}) — check host-agent's --trust and --xauthority")),
+    }
+}
+
+/// GDM runs the login screen's X server, and so us, as its own account: it must read the key.
+fn dm_account_reads_key(account: &Account, key_file: &Path) -> bool {
+    let step = "display manager's user";
+    match access::can_read(account, key_file) {
+        Ok(true) => line(
+            true,
+            step,
+            &format!("{} can read {}", account.name, key_file.display()),
+        ),
+        Ok(false) => line(
+            false,
+            step,
+            &format!(
+                "GDM runs the X server as {user}, who cannot read {key} — run `chown {user} {key}` \
+                 and make its directories searchable (chmod o+x), or set key_file to a copy {user} owns",
+                user = account.name,
+                key = key_file.display()
+            ),
+        ),
+        Err(e) => line(false, step, &format!("cannot test as {}: {e}", account.name)),
     }
 }
 

@@ -242,7 +242,7 @@ pub fn plan(dm: Dm, wrapper: &Path) -> Plan {
                 path: conf.into(),
                 contents: set_ini(&read(conf), "daemon", "WaylandEnable", "false"),
             });
-            plan.notes.push("GDM runs the X server as its own user (Debian-gdm): key_file must be readable by it, e.g. `chown Debian-gdm /etc/xbridge/guest.key`, and /var/log/xbridge writable (or set log_file). `guest-xwrap check` run as that user shows what is missing.".into());
+            plan.notes.push("GDM runs the X server as its own user (Debian-gdm): key_file must be readable by it, e.g. `chown Debian-gdm /etc/xbridge/guest.key`, and /var/log/xbridge writable (or set log_file). `guest-xwrap check`, run as root, tries the key as that user.".into());
         }
         Dm::GdmLegacy => {
             let conf = "/etc/gdm/custom.conf";
@@ -290,6 +290,11 @@ struct Record {
     dirs: Vec<PathBuf>,
     diverted: Vec<PathBuf>,
     links: Vec<PathBuf>,
+}
+
+/// Whether `install --dm dm` was run here (and not undone).
+pub fn is_installed(dm: Dm) -> bool {
+    record_path(dm).exists()
 }
 
 fn record_path(dm: Dm) -> PathBuf {

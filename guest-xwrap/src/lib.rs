@@ -13,6 +13,7 @@
 //! - [`check`]: the step-by-step diagnosis.
 //! - [`install`]: display-manager integration, reversibly.
 
+pub mod access;
 pub mod agent;
 pub mod args;
 pub mod check;

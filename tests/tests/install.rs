@@ -81,3 +81,58 @@ fn dry_run_prints_the_exact_changes_and_makes_none() {
     assert!(!std::path::Path::new("/etc/lightdm/lightdm.conf.d/50-xbridge.conf").exists());
     assert!(!std::path::Path::new("/var/lib/xbridge/installed-lightdm.json").exists());
 }
+
+/// With guest-xwrap installed for GDM, `check` (as root) tries the key as GDM's own user, who
+/// runs the login screen's X server: refused while only root can read it, fine once chowned.
+#[test]
+fn check_tells_whether_gdms_user_can_read_the_key() {
+    require("unshare");
+    require("dpkg-divert");
+    require("gdm3");
+    let work = tempdir();
+    let keys = work.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let (_, key) = key_file(&keys);
+    let config = GuestConfig::new("tcp:127.0.0.1:9", &key, "");
+    let script = r#"
+set -eu
+for d in /etc /usr/bin /var/lib; do
+    mkdir -p "$WORK/ov$d/upper" "$WORK/ov$d/work"
+    mount -t overlay overlay -o "lowerdir=$d,upperdir=$WORK/ov$d/upper,workdir=$WORK/ov$d/work" "$d"
+done
+"$XWRAP" check --config "$CONFIG" > "$WORK/not-installed" || true
+"$XWRAP" install --dm gdm3 > /dev/null
+"$XWRAP" check --config "$CONFIG" > "$WORK/root-only" || true
+chmod 711 "$WORK" "$(dirname "$KEY")"
+chown Debian-gdm "$KEY"
+"$XWRAP" check --config "$CONFIG" > "$WORK/chowned" || true
+"#;
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", script])
+        .env("WORK", work.path())
+        .env("XWRAP", bin("guest-xwrap"))
+        .env("CONFIG", &config.path)
+        .env("KEY", &key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = |name: &str| std::fs::read_to_string(work.path().join(name)).unwrap();
+    let step = "display manager's user";
+    let not_installed = read("not-installed");
+    assert!(!not_installed.contains(step), "{not_installed}");
+    let root_only = read("root-only");
+    assert!(
+        root_only.contains(&format!("FAIL {step}"))
+            && root_only.contains(&format!("chown Debian-gdm {}", key.display())),
+        "{root_only}"
+    );
+    let chowned = read("chowned");
+    assert!(
+        chowned.contains(&format!("ok   {step}: Debian-gdm can read")),
+        "{chowned}"
+    );
+}
