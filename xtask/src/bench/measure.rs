@@ -218,14 +218,15 @@ impl Cost {
     }
 }
 
-/// `xbridge-load CLIENTS ROUNDS` on a display: wall seconds, or why it failed.
+/// `xbridge-load CLIENTS ROUNDS` on a display: wall seconds and bytes moved each way, or why
+/// it failed.
 pub fn load(
     bin: &Path,
     display: &str,
     xauthority: &Path,
     clients: u32,
     rounds: u32,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, u64)> {
     let out = Command::new(bin.join("xbridge-load"))
         .args([clients.to_string(), rounds.to_string()])
         .env("DISPLAY", display)
@@ -239,8 +240,10 @@ pub fn load(
         );
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    text.split("\"seconds\":")
-        .nth(1)
-        .and_then(|s| s.trim().trim_end_matches('}').parse().ok())
-        .with_context(|| format!("xbridge-load printed `{text}`"))
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("xbridge-load printed `{text}`"))?;
+    match (json["seconds"].as_f64(), json["bytes_each_way"].as_u64()) {
+        (Some(secs), Some(bytes)) => Ok((secs, bytes)),
+        _ => bail!("xbridge-load printed `{text}`"),
+    }
 }

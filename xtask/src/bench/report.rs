@@ -39,11 +39,12 @@ pub struct ReadyRow {
 }
 
 /// One scale run: `clients` concurrent clients, each `rounds` checked image round trips.
+/// `result` is the load's outcome: wall seconds and bytes moved each way.
 pub struct ScaleRow {
     pub path: String,
     pub clients: u32,
     pub rounds: u32,
-    pub result: Result<f64, String>,
+    pub result: Result<(f64, u64), String>,
 }
 
 pub struct Results {
@@ -297,10 +298,10 @@ impl Results {
                 .iter()
                 .find(|o| o.path == s.path && o.clients == 1)
                 .and_then(|o| o.result.as_ref().ok())
-                .map(|secs| o_rate(1, self.scale[0].rounds, *secs));
+                .map(|&(secs, bytes)| mib_per_s(bytes, secs));
             match &s.result {
-                Ok(secs) => {
-                    let rate = o_rate(s.clients, s.rounds, *secs);
+                Ok((secs, bytes)) => {
+                    let rate = mib_per_s(*bytes, *secs);
                     let vs = one.map_or("—".into(), |o| format!("×{:.2}", rate / o));
                     md.push_str(&format!(
                         "| {} | {} | {} | {secs:.2} s | {rate:.0} MiB/s | {vs} |\n",
@@ -347,10 +348,9 @@ impl Results {
     }
 }
 
-/// MiB/s moved, both directions together, by `clients` × `rounds` round trips.
-fn o_rate(clients: u32, rounds: u32, secs: f64) -> f64 {
-    let bytes = 2 * clients as u64 * rounds as u64 * 128 * 128 * 4;
-    bytes as f64 / (1 << 20) as f64 / secs
+/// MiB/s moved, both directions together, for `each_way` bytes put and got back.
+fn mib_per_s(each_way: u64, secs: f64) -> f64 {
+    2.0 * each_way as f64 / (1 << 20) as f64 / secs
 }
 
 /// The report exists and has every section, and the JSON is a list of entries of every kind
