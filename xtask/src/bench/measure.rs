@@ -10,6 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use xbridge_proto::setup::{ByteOrder, SetupRequest};
+use xbridge_proto::xauthority::MIT_MAGIC_COOKIE_1;
 
 /// x11perf's rate (operations per second) for one test on one display, and the operations it
 /// counted. A fixed repetition count skips x11perf's calibration, which costs more than the
@@ -132,19 +134,18 @@ fn try_setup(n: u16, cookie: Option<&[u8]>) -> anyhow::Result<()> {
         format!("/tmp/.X11-unix/X{n}").as_bytes(),
     )?;
     let mut s = std::os::unix::net::UnixStream::connect_addr(&addr)?;
-    let (name, data): (&[u8], &[u8]) = match cookie {
-        Some(c) => (b"MIT-MAGIC-COOKIE-1", c),
-        None => (b"", b""),
+    let (auth_name, auth_data) = match cookie {
+        Some(c) => (MIT_MAGIC_COOKIE_1.to_vec(), c.to_vec()),
+        None => (Vec::new(), Vec::new()),
     };
-    let pad = |len: usize| vec![0u8; (4 - len % 4) % 4];
-    let mut request = vec![b'l', 0, 11, 0, 0, 0];
-    request.extend((name.len() as u16).to_le_bytes());
-    request.extend((data.len() as u16).to_le_bytes());
-    request.extend([0, 0]);
-    for part in [name, data] {
-        request.extend(part);
-        request.extend(pad(part.len()));
+    let request = SetupRequest {
+        byte_order: ByteOrder::native(),
+        major: 11,
+        minor: 0,
+        auth_name,
+        auth_data,
     }
+    .encode();
     s.write_all(&request)?;
     let mut head = [0u8; 8];
     s.read_exact(&mut head)?;

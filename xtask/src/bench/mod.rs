@@ -263,10 +263,7 @@ pub fn run(args: &[String]) -> anyhow::Result<ExitCode> {
     let dm_cookie = cookie_hex()?;
     let dm_auth = work.join("dm.xauth");
     xauth_file(&dm_auth, &dm_cookie, &[0])?;
-    let dm_cookie: Vec<u8> = (0..dm_cookie.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&dm_cookie[i..i + 2], 16).expect("hex"))
-        .collect();
+    let dm_cookie = hex::decode(&dm_cookie)?;
     let host_display = PathBuf::from(format!(":{host}"));
     let guest_config = work.join("xwrap-ready.toml");
     let mut ready = Vec::new();
